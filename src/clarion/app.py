@@ -1,0 +1,51 @@
+"""create_app(): the ASGI application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from clarion import __version__
+from clarion.api import api_router
+from clarion.config import Settings, get_settings
+from clarion.db import Database
+from clarion.errors import install_error_handlers, problem
+
+
+def create_app(settings: Settings | None = None, *, database: Database | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = database is None
+        app.state.db = database or Database(settings.resolved_database_url)
+        try:
+            yield
+        finally:
+            if owned:
+                await app.state.db.dispose()
+
+    app = FastAPI(
+        title="Clarion",
+        version=__version__,
+        description="Multi-channel marketing campaigns: audiences, templates, campaigns, sending and measurement.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    if database is not None:
+        # Tests and embedders hand in a ready database; the app must work even before lifespan runs.
+        app.state.db = database
+    install_error_handlers(app)
+    app.include_router(api_router)
+
+    @app.get("/healthz", tags=["meta"], include_in_schema=True)
+    async def healthz(request: Request) -> JSONResponse:
+        db: Database = request.app.state.db
+        if await db.ping():
+            return JSONResponse({"status": "ok", "database": "ok", "version": __version__})
+        return problem(503, "database unreachable", code="database_unreachable")
+
+    return app

@@ -1,0 +1,5 @@
+"""The `clarion` command."""
+
+from clarion.cli.main import app, main
+
+__all__ = ["app", "main"]

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import typer
+from rich.console import Console
+
+from clarion.config import get_settings
+
+app = typer.Typer(help="Clarion: multi-channel marketing campaigns.", no_args_is_help=True,
+                  pretty_exceptions_show_locals=False)
+tenant_app = typer.Typer(help="Tenants and their API keys.", no_args_is_help=True)
+import_app = typer.Typer(help="Bulk imports.", no_args_is_help=True)
+app.add_typer(tenant_app, name="tenant")
+app.add_typer(import_app, name="import")
+console = Console(stderr=True)
+
+
+def main() -> None:
+    app()
+
+
+def _ensure_schema(*, migrate_sqlite: bool = True) -> None:
+    """SQLite (the embedded default) is migrated in place; PostgreSQL must be migrated on purpose."""
+    from clarion.migrate import pending_revisions, upgrade
+
+    settings = get_settings()
+    url = settings.resolved_database_url
+    if settings.is_sqlite and migrate_sqlite:
+        upgrade(url)
+        return
+    current, head = pending_revisions(url)
+    if current != head:
+        console.print(f"[red]The database schema is at {current or 'nothing'}, Clarion needs {head}.[/red] "
+                      "Run `clarion migrate` first.")
+        raise typer.Exit(code=2)
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schema up to date."""
+    from clarion.migrate import upgrade
+
+    settings = get_settings()
+    upgrade(settings.resolved_database_url)
+    console.print("[green]schema up to date[/green]")
+
+
+@app.command()
+def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000)) -> None:
+    """Serve the API."""
+    import uvicorn
+
+    from clarion.app import create_app
+
+    _ensure_schema()
+    uvicorn.run(create_app(), host=host, port=port, log_level="info")
+
+
+@tenant_app.command("create")
+def tenant_create(
+    name: str,
+    plan: str = typer.Option("starter", help="starter | professional | business | enterprise"),
+    default_region: str = typer.Option(None, help="ISO region for phone numbers without country code"),
+    as_json: bool = typer.Option(False, "--json", help="Print {tenant_id, api_key} as JSON"),
+) -> None:
+    """Create a tenant and its first API key (shown once)."""
+    _ensure_schema()
+    tenant_id, key = asyncio.run(_create_tenant(name, plan, default_region))
+    if as_json:
+        typer.echo(json.dumps({"tenant_id": str(tenant_id), "api_key": key}))
+    else:
+        typer.echo(f"tenant_id: {tenant_id}\napi_key:   {key}\n(the key is shown once; store it now)")
+
+
+async def _create_tenant(name: str, plan: str, default_region: str | None) -> tuple[uuid.UUID, str]:
+    from clarion.db import Database
+    from clarion.tenancy import service
+    from clarion.tenancy.schemas import ApiKeyCreate
+
+    db = Database(get_settings().resolved_database_url)
+    try:
+        async with db.transaction() as session:
+            tenant = await service.create_tenant(session, name, plan=plan,
+                                                 default_region=default_region.upper() if default_region else None)
+            _, key = await service.create_api_key(session, tenant.id, ApiKeyCreate(name="default"))
+            return tenant.id, key
+    finally:
+        await db.dispose()

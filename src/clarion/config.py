@@ -1,0 +1,69 @@
+"""Settings from CLARION_* environment variables."""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CLARION_", extra="ignore")
+
+    data_dir: Path = Path("./var")
+    database_url: str | None = None
+    secret_key: str | None = None
+    base_url: str = "http://127.0.0.1:8000"
+    # A contact import is written in chunks of this many rows: memory stays flat whatever the file size.
+    import_chunk_rows: int = 5000
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The async SQLAlchemy URL; a bare scheme gets the driver Clarion uses."""
+        if not self.database_url:
+            return f"sqlite+aiosqlite:///{(self.data_dir / 'clarion.db').resolve()}"
+        return to_async_url(self.database_url)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    def resolved_secret_key(self) -> str:
+        """The install's secret: from the environment, else generated once into the data dir."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+
+def to_async_url(url: str) -> str:
+    for bare, driver in (
+        ("postgresql://", "postgresql+psycopg://"),
+        ("postgres://", "postgresql+psycopg://"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+    ):
+        if url.startswith(bare):
+            return driver + url[len(bare):]
+    return url
+
+
+def to_sync_url(url: str) -> str:
+    """Alembic and bulk loaders run synchronously; psycopg 3 serves both, SQLite needs the stdlib driver."""
+    return url.replace("sqlite+aiosqlite://", "sqlite://")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

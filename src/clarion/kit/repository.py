@@ -1,0 +1,65 @@
+"""The repository base: every query of a tenant-owned model is scoped to one tenant here, and only here."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, ClassVar, Generic, TypeVar
+
+from sqlalchemy import Select, delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clarion.errors import NotFound
+
+M = TypeVar("M")
+
+
+class TenantRepository(Generic[M]):
+    """Subclasses set `model` (which has `tenant_id` and `id`) and a human `label` for 404 messages."""
+
+    model: ClassVar[type[Any]]
+    label: ClassVar[str] = "object"
+
+    def __init__(self, session: AsyncSession, tenant_id: uuid.UUID) -> None:
+        self.session = session
+        self.tenant_id = tenant_id
+
+    def scoped(self, stmt: Select[Any] | None = None) -> Select[Any]:
+        stmt = select(self.model) if stmt is None else stmt
+        return stmt.where(self.model.tenant_id == self.tenant_id)
+
+    async def find(self, id_: uuid.UUID) -> M | None:
+        result = await self.session.execute(self.scoped().where(self.model.id == id_))
+        return result.scalar_one_or_none()
+
+    async def get(self, id_: uuid.UUID, *, for_update: bool = False) -> M:
+        stmt = self.scoped().where(self.model.id == id_)
+        if for_update:
+            stmt = stmt.with_for_update()
+        obj = (await self.session.execute(stmt)).scalar_one_or_none()
+        if obj is None:
+            raise NotFound(f"{self.label} {id_} not found")
+        return obj
+
+    async def count(self, stmt: Select[Any] | None = None) -> int:
+        inner = self.scoped(stmt).with_only_columns(self.model.id).order_by(None).subquery()
+        return int((await self.session.execute(select(func.count()).select_from(inner))).scalar_one())
+
+    async def ids_existing(self, ids: list[uuid.UUID]) -> set[uuid.UUID]:
+        if not ids:
+            return set()
+        stmt = self.scoped(select(self.model.id)).where(self.model.id.in_(ids))
+        return set((await self.session.execute(stmt)).scalars().all())
+
+    def add(self, obj: M) -> M:
+        setattr(obj, "tenant_id", self.tenant_id)
+        self.session.add(obj)
+        return obj
+
+    async def remove(self, obj: M) -> None:
+        await self.session.delete(obj)
+
+    async def remove_by_id(self, id_: uuid.UUID) -> int:
+        result = await self.session.execute(
+            delete(self.model).where(self.model.tenant_id == self.tenant_id, self.model.id == id_)
+        )
+        return int(result.rowcount or 0)
