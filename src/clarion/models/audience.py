@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from clarion.kit.clock import utcnow
 from clarion.models.base import Base, TenantOwned, Timestamps, UUIDPrimaryKey
@@ -30,6 +30,10 @@ class Contact(UUIDPrimaryKey, TenantOwned, Timestamps, Base):
     timezone: Mapped[str | None] = mapped_column(String(64))
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
     tags: Mapped[list[str]] = mapped_column(default=list)
+
+    subscriptions: Mapped[list[ContactSubscription]] = relationship(
+        lazy="selectin", cascade="all, delete-orphan", passive_deletes=True
+    )
 
 
 class ContactSubscription(TenantOwned, Base):

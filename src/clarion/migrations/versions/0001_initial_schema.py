@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 02:01:51.711279
+Create Date: 2026-11-22 02:03:59.665158
 """
 from __future__ import annotations
 

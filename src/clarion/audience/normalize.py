@@ -1,0 +1,75 @@
+"""Pure normalisation of contact fields, shared by the API and the importer. Each raises ValueError with a reason."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from zoneinfo import available_timezones
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+
+LOCALE_RE = re.compile(r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$")
+MAX_TAG_LEN = 100
+
+
+def normalize_email(raw: str) -> str:
+    try:
+        result = validate_email(raw.strip(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"invalid email {raw!r}: {exc}") from exc
+    # One address, one contact: mailbox providers treat the local part case-insensitively in practice.
+    return result.normalized.lower()
+
+
+def normalize_phone(raw: str, default_region: str | None) -> str:
+    text = raw.strip()
+    if not text.startswith("+") and not text.startswith("00") and default_region is None:
+        digits = re.sub(r"\D", "", text)
+        # Seed 002 writes numbers as bare international digits ("14694652751"): accept those when they parse.
+        try:
+            parsed = phonenumbers.parse("+" + digits, None)
+        except phonenumbers.NumberParseException as exc:
+            raise ValueError(f"phone {raw!r} has no country code and the tenant has no default region") from exc
+        if not phonenumbers.is_valid_number(parsed):
+            raise ValueError(f"phone {raw!r} has no country code and the tenant has no default region")
+    else:
+        try:
+            parsed = phonenumbers.parse(text, default_region)
+        except phonenumbers.NumberParseException as exc:
+            raise ValueError(f"invalid phone {raw!r}: {exc}") from exc
+        if not phonenumbers.is_valid_number(parsed):
+            raise ValueError(f"invalid phone {raw!r}: not a valid number")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+@lru_cache(maxsize=1)
+def _zones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def normalize_timezone(raw: str) -> str:
+    value = raw.strip()
+    if value not in _zones():
+        raise ValueError(f"unknown timezone {raw!r}: use an IANA name such as Europe/Berlin")
+    return value
+
+
+def normalize_locale(raw: str) -> str:
+    value = raw.strip()
+    if not LOCALE_RE.match(value):
+        raise ValueError(f"invalid locale {raw!r}: use a language tag such as en or de-DE")
+    return value.replace("_", "-")
+
+
+def normalize_tags(tags: list[str]) -> list[str]:
+    out: list[str] = []
+    for tag in tags:
+        value = tag.strip()
+        if not value:
+            continue
+        if len(value) > MAX_TAG_LEN:
+            raise ValueError(f"tag {value[:20]!r}… is longer than {MAX_TAG_LEN} characters")
+        if value not in out:
+            out.append(value)
+    return out

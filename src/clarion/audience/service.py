@@ -1,0 +1,158 @@
+"""Contacts and their consent."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clarion.audience import normalize
+from clarion.audience.repository import ContactRepo, subscription_is
+from clarion.audience.schemas import ContactCreate, ContactUpdate
+from clarion.errors import Conflict, Invalid, field_error
+from clarion.kit.clock import utcnow
+from clarion.kit.pagination import PageRows
+from clarion.models import Contact, ContactSubscription
+from clarion.tenancy import service as tenancy
+
+# Which channels an address makes reachable, and so which subscriptions a new contact starts with.
+CHANNELS_OF_ADDRESS = {"email": ("email",), "phone": ("sms", "whatsapp")}
+
+
+def _normalized_fields(data: dict[str, Any], default_region: str | None) -> dict[str, Any]:
+    """Validate and normalise the given fields; every problem is reported at once, by field."""
+    errors: list[dict[str, Any]] = []
+    out = dict(data)
+    checks = {
+        "email": normalize.normalize_email,
+        "phone": lambda v: normalize.normalize_phone(v, default_region),
+        "timezone": normalize.normalize_timezone,
+        "locale": normalize.normalize_locale,
+        "tags": normalize.normalize_tags,
+    }
+    for field, check in checks.items():
+        value = data.get(field)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            if field in data and field != "tags":
+                out[field] = None
+            continue
+        try:
+            out[field] = check(value)
+        except ValueError as exc:
+            errors.append(field_error(["body", field], str(exc)))
+    if errors:
+        raise Invalid(errors[0]["msg"], errors=errors)
+    return out
+
+
+def _set_subscription(contact: Contact, channel: str, status: str, source: str) -> None:
+    for sub in contact.subscriptions:
+        if sub.channel == channel:
+            if sub.status != status:
+                sub.status, sub.changed_at, sub.source = status, utcnow(), source
+            return
+    contact.subscriptions.append(ContactSubscription(
+        tenant_id=contact.tenant_id, channel=channel, status=status, changed_at=utcnow(), source=source))
+
+
+async def _flush_unique(session: AsyncSession, contact: Contact) -> None:
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        text = str(exc.orig).lower()
+        field = "phone" if "phone" in text else "email"
+        value = getattr(contact, field)
+        raise Conflict(f"another contact already has {field} {value}",
+                       errors=[field_error(["body", field], "already used by another contact", "unique")]) from exc
+
+
+async def create_contact(session: AsyncSession, tenant_id: uuid.UUID, data: ContactCreate,
+                         *, source: str = "api") -> Contact:
+    tenant = await tenancy.get_tenant(session, tenant_id)
+    fields = _normalized_fields(data.model_dump(exclude={"subscriptions"}), tenant.default_region)
+    if not fields.get("email") and not fields.get("phone"):
+        raise Invalid("a contact needs an email or a phone",
+                      errors=[field_error(["body", "email"], "email or phone is required", "missing")])
+    repo = ContactRepo(session, tenant_id)
+    contact = repo.add(Contact(**fields))
+    contact.subscriptions = []
+    for address, channels in CHANNELS_OF_ADDRESS.items():
+        if fields.get(address):
+            for channel in channels:
+                _set_subscription(contact, channel, "subscribed", source)
+    for channel, status in data.subscriptions.items():
+        _set_subscription(contact, channel, status, source)
+    await _flush_unique(session, contact)
+    return contact
+
+
+async def get_contact(session: AsyncSession, tenant_id: uuid.UUID, contact_id: uuid.UUID) -> Contact:
+    return await ContactRepo(session, tenant_id).get(contact_id)
+
+
+async def update_contact(session: AsyncSession, tenant_id: uuid.UUID, contact_id: uuid.UUID,
+                         data: ContactUpdate, *, source: str = "api") -> Contact:
+    tenant = await tenancy.get_tenant(session, tenant_id)
+    contact = await ContactRepo(session, tenant_id).get(contact_id)
+    changes = data.model_dump(exclude_unset=True, exclude={"subscriptions", "attributes"})
+    fields = _normalized_fields(changes, tenant.default_region)
+    for field, value in fields.items():
+        setattr(contact, field, value)
+    if not contact.email and not contact.phone:
+        raise Invalid("a contact needs an email or a phone",
+                      errors=[field_error(["body", "email"], "email or phone is required", "missing")])
+    if data.attributes is not None:
+        merged = dict(contact.attributes or {})
+        for key, value in data.attributes.items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        contact.attributes = merged
+    for channel, status in (data.subscriptions or {}).items():
+        _set_subscription(contact, channel, status, source)
+    await _flush_unique(session, contact)
+    return contact
+
+
+async def delete_contact(session: AsyncSession, tenant_id: uuid.UUID, contact_id: uuid.UUID) -> None:
+    repo = ContactRepo(session, tenant_id)
+    await repo.remove(await repo.get(contact_id))
+    await session.flush()
+
+
+async def list_contacts(session: AsyncSession, tenant_id: uuid.UUID, *, tag: str | None, q: str | None,
+                        subscriptions: dict[str, str], limit: int, cursor: str | None) -> PageRows[Contact]:
+    return await ContactRepo(session, tenant_id).list_page(tag=tag, q=q, subscriptions=subscriptions,
+                                                           limit=limit, cursor=cursor)
+
+
+async def set_subscription(session: AsyncSession, tenant_id: uuid.UUID, contact_id: uuid.UUID,
+                           channel: str, status: str, source: str) -> Contact:
+    """Change one channel's consent (unsubscribe links, STOP keywords, bounces use this)."""
+    contact = await ContactRepo(session, tenant_id).get(contact_id)
+    _set_subscription(contact, channel, status, source)
+    await session.flush()
+    return contact
+
+
+# --- for other domains (campaign recipients) -------------------------------------------------------------
+
+def subscribed_on(channel: str) -> Any:
+    """SQL condition on contacts: subscribed on `channel`. Campaigns put it in their set-based inserts."""
+    return subscription_is(channel, "subscribed")
+
+
+async def contact_ids_by_email(session: AsyncSession, tenant_id: uuid.UUID, emails: list[str]) -> dict[str, uuid.UUID]:
+    """Normalised email → contact id for the given addresses that exist; invalid or unknown ones are absent."""
+    from clarion.models import Contact as _C
+
+    return await ContactRepo(session, tenant_id).ids_by(_C.email, emails)
+
+
+async def contact_ids_by_phone(session: AsyncSession, tenant_id: uuid.UUID, phones: list[str]) -> dict[str, uuid.UUID]:
+    from clarion.models import Contact as _C
+
+    return await ContactRepo(session, tenant_id).ids_by(_C.phone, phones)
