@@ -5,8 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from clarion.audience.endpoints import router as contacts_router
+from clarion.audience.segments.endpoints import router as segments_router
+from clarion.campaign.endpoints import router as campaigns_router
+from clarion.content.endpoints import router as templates_router
 from clarion.tenancy.endpoints import router as tenancy_router
 
 api_router = APIRouter(prefix="/api/v1")
-api_router.include_router(tenancy_router)
-api_router.include_router(contacts_router)
+for router in (tenancy_router, contacts_router, segments_router, templates_router, campaigns_router):
+    api_router.include_router(router)
