@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.secret_key = settings.resolved_secret_key()
     if database is not None:
         # Tests and embedders hand in a ready database; the app must work even before lifespan runs.
         app.state.db = database

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -10,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
+logger = logging.getLogger("clarion")
 
 
 class ClarionError(Exception):
@@ -113,6 +115,13 @@ def install_error_handlers(app: FastAPI) -> None:
         if len(errors) > 1:
             detail += f" (and {len(errors) - 1} more)"
         return problem(422, detail, code="validation_failed", instance=request.url.path, errors=errors)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Still a bug to fix, but the client gets a problem document, not a stack trace.
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem(500, "internal error; the server log has the details", code="internal_error",
+                       instance=request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

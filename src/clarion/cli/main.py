@@ -27,6 +27,7 @@ def _ensure_schema(*, migrate_sqlite: bool = True) -> None:
     from clarion.migrate import pending_revisions, upgrade
 
     settings = get_settings()
+    settings.resolved_secret_key()  # first start: generate the install's secret into the data dir
     url = settings.resolved_database_url
     if settings.is_sqlite and migrate_sqlite:
         upgrade(url)
@@ -87,5 +88,51 @@ async def _create_tenant(name: str, plan: str, default_region: str | None) -> tu
                                                  default_region=default_region.upper() if default_region else None)
             _, key = await service.create_api_key(session, tenant.id, ApiKeyCreate(name="default"))
             return tenant.id, key
+    finally:
+        await db.dispose()
+
+
+@app.command()
+def demo(
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8000),
+    contacts: int = typer.Option(5000, help="How many demo contacts to seed"),
+    serve_after: bool = typer.Option(True, "--serve/--no-serve", help="Serve the API after seeding"),
+) -> None:
+    """Migrate, seed a demo tenant (contacts, segments, templates, campaigns), print the URL and a key, serve."""
+    import uvicorn
+
+    from clarion.app import create_app
+
+    _ensure_schema()
+    settings = get_settings()
+    demo_tenant = asyncio.run(_seed_demo(contacts))
+    url = f"http://{host}:{port}"
+    from clarion.cli.demo import print_banner
+
+    print_banner(Console(), url, demo_tenant, settings.data_dir)
+    if serve_after:
+        uvicorn.run(create_app(), host=host, port=port, log_level="warning")
+
+
+async def _seed_demo(contacts: int):  # type: ignore[no-untyped-def]
+    import httpx
+
+    from clarion.app import create_app
+    from clarion.cli.demo import ensure_demo_tenant, seed
+    from clarion.db import Database
+
+    settings = get_settings()
+    db = Database(settings.resolved_database_url)
+    try:
+        demo_tenant = await ensure_demo_tenant(settings, db)
+        if not demo_tenant.seeded:
+            app = create_app(settings, database=db)
+            headers = {"Authorization": f"Bearer {demo_tenant.api_key}"}
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=settings.base_url,
+                                         headers=headers, timeout=300) as api:
+                with console.status(f"Seeding the demo tenant: {contacts} contacts, segments, templates, campaigns…"):
+                    await seed(api, contacts)
+        return demo_tenant
     finally:
         await db.dispose()

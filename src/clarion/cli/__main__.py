@@ -1,0 +1,3 @@
+from clarion.cli.main import main
+
+main()
