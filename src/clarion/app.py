@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,16 +16,27 @@ from clarion.db import Database
 from clarion.errors import install_error_handlers, problem
 
 
-def create_app(settings: Settings | None = None, *, database: Database | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, database: Database | None = None,
+               embedded_worker: bool = False) -> FastAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = database is None
         app.state.db = database or Database(settings.resolved_database_url)
+        # The embedded default (`clarion serve`): one worker in the API's process and event loop.
+        stop_worker, worker_task = asyncio.Event(), None
+        if embedded_worker:
+            from clarion.worker import Worker
+
+            app.state.worker = Worker(app.state.db, settings=settings)
+            worker_task = asyncio.create_task(app.state.worker.run(stop_worker), name="clarion-worker")
         try:
             yield
         finally:
+            if worker_task is not None:
+                stop_worker.set()
+                await worker_task
             if owned:
                 await app.state.db.dispose()
 

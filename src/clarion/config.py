@@ -19,6 +19,18 @@ class Settings(BaseSettings):
     base_url: str = "http://127.0.0.1:8000"
     # A contact import is written in chunks of this many rows: memory stays flat whatever the file size.
     import_chunk_rows: int = 5000
+    # Background worker (clarion.worker): jobs run at once per worker, idle poll period, and the lease a
+    # claimed job holds; a job running longer than its lease may be reclaimed where no row lock guards it (SQLite).
+    worker_concurrency: int = 4
+    worker_poll_interval: float = 1.0
+    job_lease_seconds: float = 300.0
+    # On shutdown in-flight jobs get this long to finish before they are cancelled and handed back to the queue.
+    worker_shutdown_grace_seconds: float = 20.0
+    # Retry delay after the n-th failed attempt: base * 2**(n-1), capped, with jitter so retries do not stampede.
+    job_backoff_base_seconds: float = 10.0
+    job_backoff_max_seconds: float = 3600.0
+    # Succeeded jobs are pruned after this many days; dead ones are kept for inspection.
+    job_retention_days: int = 7
 
     @field_validator("base_url")
     @classmethod

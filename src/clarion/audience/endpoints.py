@@ -3,16 +3,29 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, File, Query, Request, Response, UploadFile, status
 
 from clarion.audience import service
-from clarion.audience.schemas import ContactCreate, ContactPage, ContactRead, ContactUpdate, SubscriptionStatus
+from clarion.audience.schemas import (ContactCreate, ContactPage, ContactRead, ContactUpdate, ImportResult,
+                                      SubscriptionStatus)
 from clarion.db import SessionDep
 from clarion.tenancy.deps import ReadAuth, WriteAuth
 
 router = APIRouter(prefix="/contacts", tags=["contacts"])
 
 
+@router.post("/import", response_model=ImportResult)
+async def import_contacts(
+    request: Request,
+    session: SessionDep,
+    auth: WriteAuth,
+    file: Annotated[UploadFile, File(description="CSV, UTF-8: email, phone, first_name, last_name, locale, "
+                                                "timezone, tags (';'-separated); other columns become attributes")],
+) -> ImportResult:
+    """Upsert contacts from a CSV upload: by email, else phone. Bad rows are reported by line, good ones imported."""
+    # The upload is spooled to disk by the framework and read back in chunks, so size does not cost memory.
+    return await service.import_contacts(session, auth.tenant_id, file.file,
+                                         chunk_rows=request.app.state.settings.import_chunk_rows)
 
 
 @router.post("", response_model=ContactRead, status_code=status.HTTP_201_CREATED)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, BinaryIO
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clarion.audience import normalize
+from clarion.audience import importer, normalize
 from clarion.audience.repository import ContactRepo, subscription_is
-from clarion.audience.schemas import ContactCreate, ContactUpdate
+from clarion.audience.schemas import ContactCreate, ContactUpdate, ImportResult
 from clarion.errors import Conflict, Invalid, field_error
 from clarion.kit.clock import utcnow
 from clarion.kit.pagination import PageRows
@@ -156,3 +157,15 @@ async def contact_ids_by_phone(session: AsyncSession, tenant_id: uuid.UUID, phon
     from clarion.models import Contact as _C
 
     return await ContactRepo(session, tenant_id).ids_by(_C.phone, phones)
+
+
+# --- import ------------------------------------------------------------------------------------------------
+
+async def import_contacts(session: AsyncSession, tenant_id: uuid.UUID, binary: BinaryIO, *, chunk_rows: int,
+                          after_chunk: Callable[[], Awaitable[None]] | None = None,
+                          on_progress: Callable[[int], None] | None = None) -> ImportResult:
+    """Upsert contacts from a CSV stream (see audience.importer for the file's rules); flushes, never commits."""
+    tenant = await tenancy.get_tenant(session, tenant_id)
+    return await importer.import_csv(session, tenant_id, binary, default_region=tenant.default_region,
+                                     chunk_rows=chunk_rows, channels_of_address=CHANNELS_OF_ADDRESS,
+                                     after_chunk=after_chunk, on_progress=on_progress)

@@ -3,11 +3,17 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
 from clarion.config import get_settings
+
+if TYPE_CHECKING:
+    from clarion.audience.schemas import ImportResult
 
 app = typer.Typer(help="Clarion: multi-channel marketing campaigns.", no_args_is_help=True,
                   pretty_exceptions_show_locals=False)
@@ -50,14 +56,55 @@ def migrate() -> None:
 
 
 @app.command()
-def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000)) -> None:
-    """Serve the API."""
+def serve(
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8000),
+    worker: bool = typer.Option(True, "--worker/--no-worker", help="Run a background worker in this process"),
+) -> None:
+    """Serve the API (with an embedded background worker unless --no-worker)."""
     import uvicorn
 
     from clarion.app import create_app
 
     _ensure_schema()
-    uvicorn.run(create_app(), host=host, port=port, log_level="info")
+    _log_to_stderr()
+    uvicorn.run(create_app(embedded_worker=worker), host=host, port=port, log_level="info")
+
+
+@app.command("worker")
+def worker_command(
+    concurrency: int = typer.Option(None, help="Jobs run at once (default: CLARION_WORKER_CONCURRENCY)"),
+) -> None:
+    """Run background jobs and periodic ticks until SIGTERM or Ctrl-C; any number may share one PostgreSQL."""
+    _ensure_schema()
+    _log_to_stderr()
+    asyncio.run(_run_worker(concurrency))
+
+
+def _log_to_stderr() -> None:
+    """Clarion's own loggers (the worker's above all) to stderr; uvicorn keeps its own handlers."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+async def _run_worker(concurrency: int | None) -> None:
+    import signal
+
+    import clarion.api  # noqa: F401 - importing the route table imports every domain, which registers its jobs
+    from clarion.db import Database
+    from clarion.worker import Worker
+
+    settings = get_settings()
+    db = Database(settings.resolved_database_url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await Worker(db, settings=settings, concurrency=concurrency).run(stop)
+    finally:
+        await db.dispose()
 
 
 @tenant_app.command("create")
@@ -134,5 +181,49 @@ async def _seed_demo(contacts: int):  # type: ignore[no-untyped-def]
                 with console.status(f"Seeding the demo tenant: {contacts} contacts, segments, templates, campaigns…"):
                     await seed(api, contacts)
         return demo_tenant
+    finally:
+        await db.dispose()
+
+
+@import_app.command("contacts")
+def import_contacts(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="CSV file (UTF-8)"),
+    tenant: uuid.UUID = typer.Option(..., "--tenant", help="Tenant id to import into"),
+) -> None:
+    """Upsert contacts from a CSV file (by email, else phone); prints {created, updated, rejected} as JSON."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+    from clarion.errors import ClarionError, Unauthorized
+
+    _ensure_schema()
+    progress = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                        TransferSpeedColumn(), TimeRemainingColumn(), console=console)
+    with progress:
+        task = progress.add_task("importing", total=file.stat().st_size)
+        try:
+            result = asyncio.run(_import_contacts(file, tenant, lambda done: progress.update(task, completed=done)))
+        except ClarionError as exc:
+            progress.stop()
+            message = f"no tenant {tenant}" if isinstance(exc, Unauthorized) else exc.message
+            console.print(f"[red]{message}[/red]")
+            raise typer.Exit(code=1) from exc
+        progress.update(task, completed=file.stat().st_size)
+    typer.echo(result.model_dump_json())
+
+
+async def _import_contacts(file: Path, tenant_id: uuid.UUID, on_progress: Callable[[int], None]) -> ImportResult:
+    from clarion.audience import service
+    from clarion.db import Database
+
+    settings = get_settings()
+    db = Database(settings.resolved_database_url)
+    try:
+        async with db.transaction() as session:
+            # Unlike an HTTP request, the CLI commits after every chunk: a million-row file must not become one
+            # giant transaction (locks, WAL growth, a rollback of everything on the last row's failure).
+            with file.open("rb") as binary:
+                return await service.import_contacts(session, tenant_id, binary,
+                                                     chunk_rows=settings.import_chunk_rows,
+                                                     after_chunk=session.commit, on_progress=on_progress)
     finally:
         await db.dispose()

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 02:03:59.665158
+Create Date: 2026-11-22 02:12:56.063109
 """
 from __future__ import annotations
 
@@ -28,6 +28,14 @@ def upgrade() -> None:
     sa.Column('created_at', clarion.kit.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', clarion.kit.types.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_tenants'))
+    )
+    op.create_table('worker_ticks',
+    sa.Column('name', sa.String(length=100), nullable=False),
+    sa.Column('next_run_at', clarion.kit.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('owner', sa.String(length=200), nullable=True),
+    sa.Column('last_started_at', clarion.kit.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('last_error', sa.Text(), nullable=True),
+    sa.PrimaryKeyConstraint('name', name=op.f('pk_worker_ticks'))
     )
     op.create_table('api_keys',
     sa.Column('tenant_id', sa.Uuid(), nullable=False),
@@ -79,6 +87,52 @@ def upgrade() -> None:
     with op.batch_alter_table('domain_events', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_domain_events_name'), ['name'], unique=False)
         batch_op.create_index(batch_op.f('ix_domain_events_tenant_id'), ['tenant_id'], unique=False)
+
+    op.create_table('jobs',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('name', sa.String(length=100), nullable=False),
+    sa.Column('args', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
+    sa.Column('priority', sa.Integer(), nullable=False),
+    sa.Column('run_at', clarion.kit.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('max_attempts', sa.Integer(), nullable=False),
+    sa.Column('lease_owner', sa.String(length=200), nullable=True),
+    sa.Column('lease_expires_at', clarion.kit.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('last_error', sa.Text(), nullable=True),
+    sa.Column('dedupe_key', sa.String(length=200), nullable=True),
+    sa.Column('tenant_id', sa.Uuid(), nullable=True),
+    sa.Column('finished_at', clarion.kit.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', clarion.kit.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', clarion.kit.types.UTCDateTime(timezone=True), nullable=False),
+    sa.CheckConstraint("status IN ('queued', 'running', 'succeeded', 'failed', 'dead')", name=op.f('ck_jobs_status')),
+    sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], name=op.f('fk_jobs_tenant_id_tenants'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_jobs'))
+    )
+    with op.batch_alter_table('jobs', schema=None) as batch_op:
+        batch_op.create_index('ix_jobs_due', ['priority', 'run_at'], unique=False, postgresql_where=sa.text("status IN ('queued', 'failed')"), sqlite_where=sa.text("status IN ('queued', 'failed')"))
+        batch_op.create_index('ix_jobs_running_lease', ['lease_expires_at'], unique=False, postgresql_where=sa.text("status = 'running'"), sqlite_where=sa.text("status = 'running'"))
+        batch_op.create_index(batch_op.f('ix_jobs_status_jobs_updated_at'), ['status', 'updated_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_jobs_tenant_id'), ['tenant_id'], unique=False)
+        batch_op.create_index('uq_jobs_name_dedupe_key_unfinished', ['name', 'dedupe_key'], unique=True, postgresql_where=sa.text("dedupe_key IS NOT NULL AND status IN ('queued', 'running', 'failed')"), sqlite_where=sa.text("dedupe_key IS NOT NULL AND status IN ('queued', 'running', 'failed')"))
+
+    op.create_table('outbox_messages',
+    sa.Column('campaign_id', sa.Uuid(), nullable=True),
+    sa.Column('ref', sa.String(length=200), nullable=False),
+    sa.Column('to_addr', sa.Text(), nullable=False),
+    sa.Column('subject', sa.Text(), nullable=False),
+    sa.Column('path', sa.Text(), nullable=False),
+    sa.Column('size', sa.Integer(), nullable=False),
+    sa.Column('created_at', clarion.kit.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('id', sa.Uuid(), nullable=False),
+    sa.Column('tenant_id', sa.Uuid(), nullable=False),
+    sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], name=op.f('fk_outbox_messages_tenant_id_tenants'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_outbox_messages'))
+    )
+    with op.batch_alter_table('outbox_messages', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_outbox_messages_campaign_id'), ['campaign_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_outbox_messages_tenant_id'), ['tenant_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_outbox_messages_tenant_id_outbox_messages_id'), ['tenant_id', 'id'], unique=False)
 
     op.create_table('segments',
     sa.Column('name', sa.String(length=200), nullable=False),
@@ -264,6 +318,20 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_segments_tenant_id'))
 
     op.drop_table('segments')
+    with op.batch_alter_table('outbox_messages', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_outbox_messages_tenant_id_outbox_messages_id'))
+        batch_op.drop_index(batch_op.f('ix_outbox_messages_tenant_id'))
+        batch_op.drop_index(batch_op.f('ix_outbox_messages_campaign_id'))
+
+    op.drop_table('outbox_messages')
+    with op.batch_alter_table('jobs', schema=None) as batch_op:
+        batch_op.drop_index('uq_jobs_name_dedupe_key_unfinished', postgresql_where=sa.text("dedupe_key IS NOT NULL AND status IN ('queued', 'running', 'failed')"), sqlite_where=sa.text("dedupe_key IS NOT NULL AND status IN ('queued', 'running', 'failed')"))
+        batch_op.drop_index(batch_op.f('ix_jobs_tenant_id'))
+        batch_op.drop_index(batch_op.f('ix_jobs_status_jobs_updated_at'))
+        batch_op.drop_index('ix_jobs_running_lease', postgresql_where=sa.text("status = 'running'"), sqlite_where=sa.text("status = 'running'"))
+        batch_op.drop_index('ix_jobs_due', postgresql_where=sa.text("status IN ('queued', 'failed')"), sqlite_where=sa.text("status IN ('queued', 'failed')"))
+
+    op.drop_table('jobs')
     with op.batch_alter_table('domain_events', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_domain_events_tenant_id'))
         batch_op.drop_index(batch_op.f('ix_domain_events_name'))
@@ -277,5 +345,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_api_keys_tenant_id'))
 
     op.drop_table('api_keys')
+    op.drop_table('worker_ticks')
     op.drop_table('tenants')
     # ### end Alembic commands ###

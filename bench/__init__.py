@@ -1,0 +1,1 @@
+"""Benchmarks with their baselines; not run by CI."""

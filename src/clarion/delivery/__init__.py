@@ -1,0 +1,1 @@
+"""The send pipeline: channel providers, message building, the outbox."""

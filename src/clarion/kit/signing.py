@@ -1,0 +1,128 @@
+"""Signed, URL-safe tokens for public links (open pixels, clicks, unsubscribes).
+
+A token is `item.item…​.mac`: each payload item tagged and encoded (`n`/`m` base36 int, `u` base64url UUID,
+`s` base64url UTF-8 string), then a 128-bit truncated HMAC-SHA256. The MAC key is derived from the install
+secret per purpose, and the purpose is also inside the MAC, so an "open" token never verifies as "unsub".
+Tokens do not expire: an unsubscribe link must keep working in a years-old message.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import uuid
+from functools import lru_cache
+
+from clarion.config import get_settings
+from clarion.kit.crypto import derive_key
+
+Item = int | str | uuid.UUID
+_PURPOSE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+_MAC_BYTES = 16
+MAX_TOKEN_LENGTH = 2048  # verify() will not spend work on anything longer than a real token
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    if not re.fullmatch(r"[A-Za-z0-9_-]*", text):
+        raise ValueError("not base64url")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _base36(value: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        value, rest = divmod(value, 36)
+        out = digits[rest] + out
+        if value == 0:
+            return out
+
+
+def _encode(item: Item) -> str:
+    if isinstance(item, bool):  # bool is an int; True would come back as 1
+        raise TypeError("token payload items are int, str or UUID, not bool")
+    if isinstance(item, int):
+        return ("n" if item >= 0 else "m") + _base36(abs(item))
+    if isinstance(item, uuid.UUID):
+        return "u" + _b64(item.bytes)
+    if isinstance(item, str):
+        return "s" + _b64(item.encode())
+    raise TypeError(f"token payload items are int, str or UUID, not {type(item).__name__}")
+
+
+def _decode(part: str) -> Item:
+    tag, body = part[:1], part[1:]
+    if tag in ("n", "m"):
+        if not re.fullmatch(r"[0-9a-z]+", body):
+            raise ValueError("bad integer")
+        value = int(body, 36)
+        return value if tag == "n" else -value
+    if tag == "u":
+        return uuid.UUID(bytes=_unb64(body))
+    if tag == "s":
+        return _unb64(body).decode()
+    raise ValueError("unknown item tag")
+
+
+class Signer:
+    def __init__(self, secret: str | bytes) -> None:
+        self._secret = secret
+        self._keys: dict[str, bytes] = {}
+
+    def _key(self, purpose: str) -> bytes:
+        key = self._keys.get(purpose)
+        if key is None:
+            if not _PURPOSE.match(purpose):
+                raise ValueError(f"token purpose {purpose!r} must match {_PURPOSE.pattern}")
+            key = self._keys[purpose] = derive_key(self._secret, f"signing/{purpose}")
+        return key
+
+    def _mac(self, purpose: str, body: str) -> str:
+        digest = hmac.new(self._key(purpose), f"{purpose}\x00{body}".encode(), hashlib.sha256).digest()
+        return _b64(digest[:_MAC_BYTES])
+
+    def sign(self, purpose: str, payload: tuple[Item, ...]) -> str:
+        if not payload:
+            raise ValueError("a token needs at least one payload item")
+        body = ".".join(_encode(item) for item in payload)
+        return f"{body}.{self._mac(purpose, body)}"
+
+    def verify(self, purpose: str, token: str) -> tuple[Item, ...] | None:
+        """The payload if `token` was signed for `purpose` with this secret, else None."""
+        if not token or len(token) > MAX_TOKEN_LENGTH:
+            return None
+        body, sep, mac = token.rpartition(".")
+        if not sep or not body:
+            return None
+        if not hmac.compare_digest(mac.encode(), self._mac(purpose, body).encode()):
+            return None
+        try:
+            return tuple(_decode(part) for part in body.split("."))
+        except (ValueError, UnicodeDecodeError):
+            # A valid MAC over an undecodable body cannot come from sign(); treat it like any forgery.
+            return None
+
+
+@lru_cache(maxsize=8)
+def signer_for(secret: str) -> Signer:
+    """One Signer per install secret, so per-purpose keys are derived once per process."""
+    return Signer(secret)
+
+
+def _default_secret() -> str:
+    return get_settings().resolved_secret_key()
+
+
+def sign(purpose: str, payload: tuple[Item, ...], *, secret: str | None = None) -> str:
+    """Sign with the install secret (or `secret`, e.g. `request.app.state.secret_key`)."""
+    return signer_for(secret or _default_secret()).sign(purpose, payload)
+
+
+def verify(purpose: str, token: str, *, secret: str | None = None) -> tuple[Item, ...] | None:
+    return signer_for(secret or _default_secret()).verify(purpose, token)

@@ -1,0 +1,243 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from hypothesis import given, settings, strategies as st
+from typer.testing import CliRunner
+
+from clarion.audience.importer import EmailNormalizer, attribute_value
+from clarion.audience.normalize import normalize_email
+
+
+async def upload(api: httpx.AsyncClient, text: str | bytes) -> httpx.Response:
+    data = text.encode() if isinstance(text, str) else text
+    return await api.post("/api/v1/contacts/import", files={"file": ("contacts.csv", data, "text/csv")})
+
+
+async def all_contacts(api: httpx.AsyncClient) -> list[dict]:
+    items: list[dict] = []
+    cursor = None
+    while True:
+        page = (await api.get("/api/v1/contacts", params={"limit": 500, **({"cursor": cursor} if cursor else {})})).json()
+        items += page["items"]
+        cursor = page["next_cursor"]
+        if not cursor:
+            return items
+
+
+BAD_ROWS_CSV = (
+    "email,phone,first_name,timezone,tags\n"            # 1
+    "ada@example.com,+442079460958,Ada,Europe/London,vip\n"  # 2 good
+    "not-an-email,,Bob,,\n"                             # 3 bad email
+    "carl@example.com,12,Carl,,\n"                      # 4 bad phone
+    "dora@example.com,,Dora,Mars/Olympus,\n"            # 5 bad timezone
+    ",,Nobody,,\n"                                      # 6 neither email nor phone
+    "eve@example.com,+4930901820,\"Eve\nmultiline\",,\n"  # 7-8 good, a quoted value spanning two lines
+    "ada@example.com,+4930901820,Ada again,,\n"         # 9 in-file conflict: Ada's email, Eve's phone
+    "fay@example.com,,Fay,,\n"                          # 10 good
+)
+
+
+async def test_bad_rows_are_reported_by_line_and_good_rows_imported(api: httpx.AsyncClient) -> None:
+    response = await upload(api, BAD_ROWS_CSV)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["created"] == 3
+    assert body["updated"] == 0
+    rejected = {r["line"]: r["reason"] for r in body["rejected"]}
+    assert sorted(rejected) == [3, 4, 5, 6, 9]
+    assert "email" in rejected[3]
+    assert "phone" in rejected[4]
+    assert "timezone" in rejected[5]
+    assert "email or a phone" in rejected[6]
+    assert "different contacts" in rejected[9]
+    contacts = {c["email"]: c for c in await all_contacts(api)}
+    assert set(contacts) == {"ada@example.com", "eve@example.com", "fay@example.com"}
+    assert contacts["ada@example.com"]["first_name"] == "Ada"
+    assert contacts["eve@example.com"]["first_name"] == "Eve\nmultiline"
+    subs = {ch: s["status"] for ch, s in contacts["ada@example.com"]["subscriptions"].items()}
+    assert subs == {"email": "subscribed", "sms": "subscribed", "whatsapp": "subscribed"}
+    assert {s["source"] for s in contacts["ada@example.com"]["subscriptions"].values()} == {"import"}
+    assert set(contacts["fay@example.com"]["subscriptions"]) == {"email"}
+
+
+async def test_upsert_by_email_then_by_phone(api: httpx.AsyncClient) -> None:
+    first = await upload(api, "email,phone,first_name,city,tags\n"
+                              "ann@example.com,+14155550101,Ann,Paris,a;b\n"
+                              ",+14155550102,Ben,Rome,x\n")
+    assert first.json() == {"created": 2, "updated": 0, "rejected": []}
+    ann = next(c for c in await all_contacts(api) if c["email"] == "ann@example.com")
+    await api.patch(f"/api/v1/contacts/{ann['id']}", json={"subscriptions": {"sms": "unsubscribed"}})
+
+    second = await upload(api, "EMAIL,Phone,last_name,tier,tags\n"
+                               "ANN@example.com,,Smith,gold,b;c\n"          # by email
+                               "ben@example.com,+1 415 555 0102,Bond,,y\n"  # by phone, gains an email
+                               "new@example.com,,,,\n")
+    body = second.json()
+    assert body == {"created": 1, "updated": 2, "rejected": []}
+    contacts = {c["phone"] or c["email"]: c for c in await all_contacts(api)}
+    ann = contacts["+14155550101"]
+    assert ann["first_name"] == "Ann" and ann["last_name"] == "Smith"
+    assert ann["attributes"] == {"city": "Paris", "tier": "gold"}
+    assert ann["tags"] == ["a", "b", "c"]
+    assert ann["subscriptions"]["sms"]["status"] == "unsubscribed"  # an import never changes consent
+    ben = contacts["+14155550102"]
+    assert ben["email"] == "ben@example.com"
+    assert ben["attributes"] == {"city": "Rome"}
+    assert ben["tags"] == ["x", "y"]
+    assert set(ben["subscriptions"]) == {"sms", "whatsapp"}
+    assert len(contacts) == 3
+
+
+async def test_row_taking_another_contacts_phone_is_rejected(api: httpx.AsyncClient) -> None:
+    await upload(api, "email,phone\nx@example.com,+14155550111\ny@example.com,+14155550112\n")
+    response = await upload(api, "email,phone\nx@example.com,+14155550112\n")
+    assert response.json()["rejected"][0]["line"] == 2
+    assert response.json()["updated"] == 0
+
+
+async def test_attribute_values_are_typed_and_numeric_filters_work(api: httpx.AsyncClient) -> None:
+    response = await upload(api, "email,score,ratio,zip,big,flag,other,sci,empty\n"
+                                 "t@example.com,42,3.5,0123,12345678901234567890,TRUE,false,1e5,\n")
+    assert response.json()["created"] == 1
+    contact = (await all_contacts(api))[0]
+    assert contact["attributes"] == {"score": 42, "ratio": 3.5, "zip": "0123", "big": "12345678901234567890",
+                                     "flag": True, "other": False, "sci": "1e5"}
+
+
+def test_attribute_value_rule() -> None:
+    assert attribute_value("-7") == -7
+    assert attribute_value("0") == 0
+    assert attribute_value("1.50") == "1.50"
+    assert attribute_value("+5") == "+5"
+    assert attribute_value("nan") == "nan"
+    assert attribute_value("0.1") == 0.1
+    assert attribute_value("-") == "-"
+
+
+async def test_bom_and_header_case_and_blank_lines(api: httpx.AsyncClient) -> None:
+    text = "\ufeff  E-Mail ,  EMAIL , First_Name \r\nx,bom@example.com,Zoe\r\n\r\n"
+    response = await upload(api, text.encode("utf-8"))
+    assert response.json() == {"created": 1, "updated": 0, "rejected": []}
+    contact = (await all_contacts(api))[0]
+    assert contact["email"] == "bom@example.com"
+    assert contact["first_name"] == "Zoe"
+    assert contact["attributes"] == {"E-Mail": "x"}
+
+
+@pytest.mark.parametrize("payload, fragment", [
+    (b"first_name,city\nAda,Paris\n", "email or a phone"),
+    (b"", "empty"),
+    (b"email\n\xff\xfeada@example.com\n", "UTF-8"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "not"),
+    (b"email,Email\na@example.com,b@example.com\n", "twice"),
+])
+async def test_unusable_files_are_rejected_whole(api: httpx.AsyncClient, payload: bytes, fragment: str) -> None:
+    response = await upload(api, payload)
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert fragment in response.json()["detail"]
+    assert await all_contacts(api) == []
+
+
+async def test_import_needs_write_scope(api: httpx.AsyncClient) -> None:
+    response = await api.post("/api/v1/contacts/import", headers=api.tenant.read_headers,  # type: ignore[attr-defined]
+                              files={"file": ("c.csv", b"email\na@example.com\n", "text/csv")})
+    assert response.status_code == 403
+
+
+def _chunk_test_csv() -> str:
+    lines = ["email,phone,first_name,tags,n"]
+    for i in range(12):
+        lines.append(f"user{i}@example.com,+1415555{i:04d},U{i},t{i % 3},{i}")
+    lines += [
+        "user1@example.com,,Again,extra,",       # update of a row created earlier
+        ",+14155550002,,more,",                  # update by phone
+        "user3@example.com,+14155550004,,,",     # conflict with rows 4 and 6
+        "bad,,,,",
+        "user20@example.com,+14155550020,,,",
+        "user21@example.com,+14155550020,,,",    # phone taken by the row just above: updates it by phone
+    ]
+    return "\n".join(lines) + "\n"
+
+
+async def test_many_small_chunks_give_the_same_result_as_one(api: httpx.AsyncClient, app,  # type: ignore[no-untyped-def]
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import make_tenant
+
+    monkeypatch.setattr(app.state.settings, "import_chunk_rows", 10_000)
+    one_chunk = (await upload(api, _chunk_test_csv())).json()
+    snapshot_one = sorted((c["email"], c["phone"], c["first_name"], c["tags"], c["attributes"],
+                           sorted(c["subscriptions"])) for c in await all_contacts(api))
+
+    other = await make_tenant(app.state.db, "Chunky")
+    monkeypatch.setattr(app.state.settings, "import_chunk_rows", 3)
+    api.headers.update(other.headers)
+    many_chunks = (await upload(api, _chunk_test_csv())).json()
+    snapshot_many = sorted((c["email"], c["phone"], c["first_name"], c["tags"], c["attributes"],
+                            sorted(c["subscriptions"])) for c in await all_contacts(api))
+
+    assert one_chunk == many_chunks
+    assert one_chunk["created"] == 13 and one_chunk["updated"] == 3
+    assert [r["line"] for r in one_chunk["rejected"]] == [16, 17]
+    assert snapshot_one == snapshot_many
+    assert len(snapshot_one) == 13
+
+
+async def test_cli_imports_a_file(tmp_path: Path, database_url: str, db, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from clarion.cli.main import app as cli
+    from clarion.config import get_settings
+    from tests.conftest import make_tenant
+
+    tenant = await make_tenant(db, "CLI")
+    csv_file = tmp_path / "contacts.csv"
+    csv_file.write_text("email,phone,first_name\ncli@example.com,+14155550199,Cli\nnope,,\n")
+    monkeypatch.setenv("CLARION_DATABASE_URL", database_url)
+    monkeypatch.setenv("CLARION_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("CLARION_IMPORT_CHUNK_ROWS", "1")
+    get_settings.cache_clear()
+    try:
+        # The command runs its own event loop; run it off this test's loop.
+        import asyncio
+
+        result = await asyncio.to_thread(CliRunner().invoke, cli, ["import", "contacts", str(csv_file),
+                                                                   "--tenant", str(tenant.id)])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout.strip().splitlines()[-1])
+    assert body == {"created": 1, "updated": 0, "rejected": [{"line": 3, "reason": body["rejected"][0]["reason"]}]}
+    assert "invalid email" in body["rejected"][0]["reason"]
+    from clarion.audience import service
+
+    async with db.transaction() as session:
+        ids = await service.contact_ids_by_email(session, tenant.id, ["cli@example.com"])
+    assert len(ids) == 1
+
+
+ATEXT = "abcxyzABCXYZ0189_!#$%&'*+-/=?^`{|}~."
+HOST = "abcxyzABCXYZ0189-."
+
+
+@settings(max_examples=400, deadline=None)
+@given(local=st.text(alphabet=ATEXT, min_size=0, max_size=70),
+       domain=st.one_of(st.text(alphabet=HOST, min_size=0, max_size=30),
+                        st.sampled_from(["example.com", "Example.COM", "localhost", "a.test", "x.local", "a.b.c.d",
+                                         "xn--bcher-kva.de", "1.2.3.4", "a.123", "-a.com", "a-.com", "a" * 64 + ".com"])))
+def test_email_fast_path_agrees_with_email_validator(local: str, domain: str) -> None:
+    address = f"{local}@{domain}"
+    try:
+        expected: str | Exception = normalize_email(address)
+    except ValueError as exc:
+        expected = exc
+    try:
+        got: str | Exception = EmailNormalizer()(address)
+    except ValueError as exc:
+        got = exc
+    if isinstance(expected, Exception):
+        assert isinstance(got, ValueError) and str(got) == str(expected)
+    else:
+        assert got == expected

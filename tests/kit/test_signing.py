@@ -1,0 +1,72 @@
+"""Tracking tokens: HMAC-signed, URL-safe, bound to one purpose and one install."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+
+from clarion.kit import signing
+from clarion.kit.signing import Signer
+
+SECRET = "install-secret-" + "s" * 40
+URL_SAFE = re.compile(r"^[A-Za-z0-9._~-]+$")
+
+
+def test_a_payload_round_trips_with_its_types() -> None:
+    signer = Signer(SECRET)
+    recipient, link = uuid.uuid4(), 12
+    payload = (recipient, link, "héllo.wörld/?&=", 0, -42, "", 2**70)
+    token = signer.sign("click", payload)
+    assert URL_SAFE.match(token)
+    assert signer.verify("click", token) == payload
+    got = signer.verify("click", token)
+    assert got is not None and isinstance(got[0], uuid.UUID) and isinstance(got[1], int)
+
+
+def test_tokens_are_compact() -> None:
+    token = Signer(SECRET).sign("open", (uuid.uuid4(),))
+    assert len(token) <= 48  # 1 + 22 for the UUID, 1 + 22 for the MAC
+
+
+def test_a_token_of_one_purpose_never_verifies_as_another() -> None:
+    signer = Signer(SECRET)
+    token = signer.sign("open", (uuid.uuid4(), 1))
+    assert signer.verify("open", token) is not None
+    assert signer.verify("click", token) is None
+    assert signer.verify("unsub", token) is None
+
+
+def test_another_install_secret_does_not_verify() -> None:
+    token = Signer(SECRET).sign("unsub", (uuid.uuid4(),))
+    assert Signer("another-secret-" + "t" * 40).verify("unsub", token) is None
+
+
+def test_tampering_is_detected() -> None:
+    signer = Signer(SECRET)
+    token = signer.sign("click", (uuid.uuid4(), 5))
+    body, mac = token.rsplit(".", 1)
+    forged_link = body.rsplit(".", 1)[0] + ".n6"  # point the click at another link
+    flipped = token[:-1] + ("A" if token[-1] != "A" else "B")
+    for bad in (f"{forged_link}.{mac}", flipped, body, f"{body}.", f".{mac}", "", "x" * 5000, token + "x",
+                token.replace(".", "~", 1)):
+        assert signer.verify("click", bad) is None, bad
+
+
+@pytest.mark.parametrize("payload", [(), (True,), (1.5,), (None,)])
+def test_unsupported_payloads_are_refused_when_signing(payload: tuple) -> None:
+    with pytest.raises((TypeError, ValueError)):
+        Signer(SECRET).sign("open", payload)
+
+
+def test_purposes_are_short_lowercase_names() -> None:
+    with pytest.raises(ValueError):
+        Signer(SECRET).sign("Open Pixel", (1,))
+
+
+def test_module_functions_use_the_given_secret() -> None:
+    token = signing.sign("open", (7,), secret=SECRET)
+    assert signing.verify("open", token, secret=SECRET) == (7,)
+    assert Signer(SECRET).verify("open", token) == (7,)
+    assert signing.verify("open", token, secret="other-" + "x" * 40) is None
