@@ -129,3 +129,12 @@ async def api(app, tenant: TenantHandle) -> AsyncIterator[httpx.AsyncClient]:  #
     async with httpx.AsyncClient(transport=transport, base_url="http://clarion.test", headers=tenant.headers) as c:
         c.tenant = tenant  # type: ignore[attr-defined]
         yield c
+
+
+@pytest.fixture(autouse=True)
+def _reset_clock() -> Iterator[None]:
+    """A test that freezes or moves the clock never leaks that into the next test."""
+    from clarion.kit.clock import clock
+
+    yield
+    clock.reset()

@@ -14,6 +14,7 @@ from clarion.api import api_router
 from clarion.config import Settings, get_settings
 from clarion.db import Database
 from clarion.errors import install_error_handlers, problem
+from clarion.tracking.public_endpoints import router as public_tracking_router
 
 
 def create_app(settings: Settings | None = None, *, database: Database | None = None,
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         app.state.db = database
     install_error_handlers(app)
     app.include_router(api_router)
+    app.include_router(public_tracking_router)
 
     @app.get("/healthz", tags=["meta"], include_in_schema=True)
     async def healthz(request: Request) -> JSONResponse:

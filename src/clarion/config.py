@@ -31,6 +31,22 @@ class Settings(BaseSettings):
     job_backoff_max_seconds: float = 3600.0
     # Succeeded jobs are pruned after this many days; dead ones are kept for inspection.
     job_retention_days: int = 7
+    # Tracking (clarion.tracking). Open/click events are buffered in-process and written in one transaction
+    # per interval, so the public endpoints answer without waiting on the database; shutdown flushes the buffer.
+    tracking_flush_interval: float = 0.1
+    # A click this many seconds or sooner after the send, from a client never seen for that contact, is a
+    # link scanner's (rules: clarion.tracking.machine).
+    tracking_scanner_click_seconds: float = 10.0
+    # Extra user-agent substrings (case-insensitive) and IP networks (CIDR) treated as machines, on top of
+    # the built-in lists in clarion.tracking.machine.
+    tracking_machine_user_agents: list[str] = []
+    tracking_machine_networks: list[str] = []
+    # Bounces: a Maildir the worker polls for DSNs (processed files leave new/), and the soft-bounce rule:
+    # this many soft bounces within this many days mark the address bounced.
+    bounce_maildir: Path | None = None
+    bounce_poll_interval: float = 60.0
+    soft_bounce_threshold: int = 3
+    soft_bounce_window_days: int = 7
 
     @field_validator("base_url")
     @classmethod

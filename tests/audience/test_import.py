@@ -5,7 +5,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from clarion.audience.importer import EmailNormalizer, attribute_value
@@ -241,3 +242,164 @@ def test_email_fast_path_agrees_with_email_validator(local: str, domain: str) ->
         assert isinstance(got, ValueError) and str(got) == str(expected)
     else:
         assert got == expected
+
+
+# --- the fast paths give the results of the plain rules ---------------------------------------------------
+
+def _reference_row(line: int, cells: list[str], columns, default_region):  # type: ignore[no-untyped-def]
+    """The row rules written out plainly on top of audience.normalize, with no caches and no shortcuts."""
+    from clarion.audience import normalize
+    from clarion.audience.import_validation import ImportRow, Rejection
+
+    if any("\x00" in value for value in cells):
+        return Rejection(line, "the row contains a NUL character")
+    if len(cells) > columns.width:
+        return Rejection(line, f"{len(cells)} cells but the header has {columns.width} columns")
+    cells = cells + [""] * (columns.width - len(cells))
+
+    def cell(name: str) -> str | None:
+        index = columns.known.get(name)
+        return (cells[index].strip() or None) if index is not None else None
+
+    problems: list[str] = []
+    values: dict[str, object] = {}
+    for name, check in (("email", normalize.normalize_email),
+                        ("phone", lambda v: normalize.normalize_phone(v, default_region))):
+        value = cell(name)
+        if value is not None:
+            try:
+                value = check(value)
+            except ValueError as exc:
+                problems.append(str(exc))
+        values[name] = value
+    if values["email"] is None and values["phone"] is None and not problems:
+        problems.append("a contact needs an email or a phone")
+    for name in ("first_name", "last_name"):
+        values[name] = cell(name)
+        if values[name] is not None and len(values[name]) > 200:  # type: ignore[arg-type]
+            problems.append(f"{name} is longer than 200 characters")
+    values["locale"] = cell("locale")
+    if values["locale"] is not None:
+        try:
+            values["locale"] = normalize.normalize_locale(values["locale"])  # type: ignore[arg-type]
+            if len(values["locale"]) > 35:  # type: ignore[arg-type]
+                raise ValueError("locale is longer than 35 characters")
+        except ValueError as exc:
+            problems.append(str(exc))
+    values["timezone"] = cell("timezone")
+    if values["timezone"] is not None:
+        try:
+            values["timezone"] = normalize.normalize_timezone(values["timezone"])  # type: ignore[arg-type]
+        except ValueError as exc:
+            problems.append(str(exc))
+    tags: list[str] = []
+    if cell("tags") is not None:
+        try:
+            tags = normalize.normalize_tags(cell("tags").split(";"))  # type: ignore[union-attr]
+        except ValueError as exc:
+            problems.append(str(exc))
+    attributes = {name: attribute_value(cells[i].strip()) for i, name in columns.attributes if cells[i].strip()}
+    if problems:
+        return Rejection(line, "; ".join(problems))
+    return ImportRow(line, values["email"], values["phone"], values["first_name"], values["last_name"],
+                     values["locale"], values["timezone"], tags, attributes, json.dumps(tags), json.dumps(attributes))
+
+
+PHONES = st.one_of(
+    st.from_regex(r"\+1212[2-9][0-9]{6}", fullmatch=True),
+    st.from_regex(r"\+(44|49|33|81|86|7|39|55)[0-9]{6,11}", fullmatch=True),
+    st.from_regex(r"(00|\+)?[0-9 ()\-]{0,16}", fullmatch=True),
+    st.sampled_from(["+442079460958", "+4930901820", "14694652751", "+1 415 555 0102", "020 7946 0958",
+                     "+39 06 698 1", "+7 8 495 123 4567", "abc", "+", ""]),
+)
+CELL = st.text(alphabet=st.sampled_from("ab ;;Zé_-1.0\x00"), max_size=8)
+ROWS = st.lists(st.tuples(
+    st.one_of(st.sampled_from(["", "a@example.com", "B.c@Example.COM", "bad", "x@y", " d@e.org "]), CELL),
+    PHONES,
+    CELL, st.one_of(CELL, st.just("n" * 201)),
+    st.sampled_from(["", "en", "de_DE", "pt-BR", "x", "en-" + "a" * 40, " fr "]),
+    st.sampled_from(["", "Europe/Berlin", "Mars/Olympus", " Asia/Tokyo ", "UTC"]),
+    st.sampled_from(["", "a;b;a", " ; ", "t" * 101, "vip", "x; y ;z"]),
+    st.sampled_from(["", "42", "-7", "1.50", "TRUE", "0123", "3.5", "paris"]),
+).map(list), max_size=30)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=ROWS, default_region=st.sampled_from([None, "US", "GB"]), extra=st.integers(0, 2))
+def test_chunk_validation_matches_the_plain_rules(rows: list[list[str]], default_region: str | None,
+                                                  extra: int) -> None:
+    from clarion.audience.import_validation import ImportRow, validate_chunk
+    from clarion.audience.importer import parse_header
+
+    columns = parse_header(["email", "phone", "first_name", "last_name", "locale", "timezone", "tags", "city"])
+    records = [(i + 2, cells + ["extra"] * (extra if i % 5 == 4 else 0)) for i, cells in enumerate(rows)]
+    got_rows, got_rejections = validate_chunk(columns, default_region, records)
+    expected = [_reference_row(line, cells, columns, default_region) for line, cells in records]
+    assert got_rows == [tuple(r) for r in expected if isinstance(r, ImportRow)]
+    assert got_rejections == [r for r in expected if not isinstance(r, ImportRow)]
+
+
+def _pipeline_csv() -> bytes:
+    lines = [BAD_ROWS_CSV.rstrip("\n")]
+    for i in range(60):
+        phone = f"+1415555{i % 25:04d}" if i % 3 == 0 else ""
+        lines.append(f"user{i % 40}@example.com,{phone},N{i},Europe/Berlin,t{i % 4};vip")
+    lines.append('broken,"unterminated')
+    return ("\n".join(lines) + "\n").encode()
+
+
+async def test_worker_process_pipeline_gives_the_in_process_result(db) -> None:  # type: ignore[no-untyped-def]
+    import io
+
+    from clarion.audience import importer, service
+    from tests.conftest import make_tenant
+
+    snapshots = []
+    for workers in (0, 1):
+        tenant = await make_tenant(db, f"Pipeline{workers}")
+        async with db.transaction() as session:
+            result = await importer.import_csv(session, tenant.id, io.BytesIO(_pipeline_csv()), default_region=None,
+                                               chunk_rows=7, channels_of_address=service.CHANNELS_OF_ADDRESS,
+                                               workers=workers)
+        async with db.transaction() as session:
+            page = await service.list_contacts(session, tenant.id, tag=None, q=None, subscriptions={}, limit=500,
+                                               cursor=None)
+            contacts = sorted((c.email, c.phone, c.first_name, c.timezone, c.tags, c.attributes,
+                               sorted((s.channel, s.status, s.source) for s in c.subscriptions)) for c in page.rows)
+        snapshots.append((result.model_dump(), contacts))
+    assert snapshots[0] == snapshots[1]
+    assert snapshots[0][0]["created"] > 40 and snapshots[0][0]["rejected"]
+
+
+async def test_imported_rows_are_stored_exactly_as_the_orm_stores_them(api: httpx.AsyncClient, db) -> None:  # type: ignore[no-untyped-def]
+    """The import writes pre-serialised values past SQLAlchemy's type processing: they must be the ORM's bytes."""
+    from sqlalchemy import text
+
+    created = await api.post("/api/v1/contacts", json={"email": "orm@example.com", "phone": "+14155550177",
+                                                        "attributes": {"city": "Paris", "n": 3}, "tags": ["a", "é"]})
+    assert created.status_code == 201, created.text
+    response = await upload(api, "email,phone,city,n,tags\nimp@example.com,+14155550178,Paris,3,a;é\n")
+    assert response.json()["created"] == 1
+    columns = ("id", "tenant_id", "attributes", "tags", "created_at", "updated_at")
+    shape = ", ".join(f"typeof({c}), length({c})" if db.dialect == "sqlite" else f"pg_typeof({c})::text"
+                      for c in columns)
+    async with db.transaction() as session:
+        rows = (await session.execute(text(f"SELECT email, {shape}, attributes, tags FROM contacts "
+                                           "WHERE email IN ('orm@example.com', 'imp@example.com') ORDER BY email")
+                                      )).all()
+        subs = (await session.execute(text(
+            "SELECT c.email, s.channel, s.status, s.source, " +
+            ("typeof(s.contact_id), length(s.contact_id), typeof(s.changed_at), length(s.changed_at)"
+             if db.dialect == "sqlite" else "pg_typeof(s.changed_at)::text") +
+            " FROM contact_subscriptions s JOIN contacts c ON c.id = s.contact_id "
+            "WHERE c.email IN ('orm@example.com', 'imp@example.com') ORDER BY c.email, s.channel"))).all()
+    imported, orm = rows
+    assert imported[1:] == orm[1:]  # same storage class, length and JSON text, column by column
+    assert [s[1:] for s in subs if s[0] == "imp@example.com"] == [s[1:3] + ("import",) + s[4:] for s in subs
+                                                                  if s[0] == "orm@example.com"]
+    # and the ORM reads them back: ids, aware UTC datetimes, JSON
+    listed = {c["email"]: c for c in await all_contacts(api)}
+    imp = listed["imp@example.com"]
+    assert imp["attributes"] == {"city": "Paris", "n": 3} and imp["tags"] == ["a", "é"]
+    assert imp["created_at"].endswith(("Z", "+00:00"))
+    assert (await api.get(f"/api/v1/contacts/{imp['id']}")).json()["phone"] == "+14155550178"

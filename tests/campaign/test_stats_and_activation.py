@@ -43,7 +43,8 @@ async def test_stats_shape_and_seed_002_rates(api: httpx.AsyncClient, db: Databa
         "total_target": 10_000, "sent": 2500, "delivered": 2400, "read": 1800, "failed": 50, "pending": 7450,
         "progress_percentage": 25.0, "delivery_rate": 96.0, "read_rate": 72.0, "estimated_completion_date": None,
         "opened": 1800, "clicked": 300, "converted": 40, "bounced": 10, "skipped": 5, "revenue": 123_456,
-        "spent": 9_900, "budget": 50_000, "currency": "EUR"}
+        "spent": 9_900, "budget": 50_000, "currency": "EUR",
+        "opened_total": 0, "clicked_total": 0, "open_rate": 72.0, "click_rate": 12.0}
     listed = (await api.get(CAMPAIGNS)).json()["items"][0]
     assert listed["progress_percentage"] == 25.0
 

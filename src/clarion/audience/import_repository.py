@@ -1,7 +1,7 @@
 """The set-based SQL of a contact import: per chunk one lookup, then bulk inserts and updates.
 
 Dialect differences of the import live here: PostgreSQL gets array parameters and COPY, SQLite a JSON-array
-parameter and executemany. Every statement is scoped to the repository's tenant.
+parameter and the driver's executemany of pre-serialised values. Every statement is scoped to the repository's tenant.
 """
 
 from __future__ import annotations
@@ -13,16 +13,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import String, any_, bindparam, func, insert, literal_column, or_, select, update
+from sqlalchemy import String, bindparam, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.kit.repository import TenantRepository
-from clarion.models import Contact, ContactSubscription
+from clarion.models import Contact
 
 _CONTACT_COLUMNS = ("id", "tenant_id", "email", "phone", "first_name", "last_name", "locale", "timezone",
                     "attributes", "tags", "created_at", "updated_at")
-_SUBSCRIPTION_COLUMNS = ("tenant_id", "contact_id", "channel", "status", "changed_at", "source")
+# The order of the SELECT lists in the subscription statements below.
+_SUBSCRIPTION_COLUMNS = ("tenant_id", "channel", "status", "changed_at", "source", "contact_id")
 # executemany batches: big enough to amortise round trips, small enough to bound driver memory.
 _BATCH = 2000
 
@@ -55,6 +56,8 @@ class ContactValues(Protocol):
     channels: tuple[str, ...]
     email_changed: bool
     phone_changed: bool
+    tags_json: str | None
+    attributes_json: str | None
 
 
 class ContactImportRepo(TenantRepository[Contact]):
@@ -64,28 +67,35 @@ class ContactImportRepo(TenantRepository[Contact]):
     async def _connection(self) -> AsyncConnection:
         return await self.session.connection()
 
-    def _one_of(self, column: Any, values: list[str], dialect: str) -> Any:
-        """`column IN values` with a single bound parameter, whatever the number of values."""
-        if dialect == "postgresql":
-            return column == any_(bindparam(None, values, type_=ARRAY(String)))
-        each = func.json_each(bindparam(None, json.dumps(values), type_=String)).table_valued("value")
-        return column.in_(select(literal_column("value")).select_from(each))
-
     async def find_owners(self, emails: list[str], phones: list[str]) -> list[ExistingContact]:
-        """The tenant's contacts that own any of these emails or phones: one query per chunk."""
+        """The tenant's contacts that own any of these emails or phones: one query per chunk.
+
+        Each address is probed in the (tenant_id, email) / (tenant_id, phone) unique index, so the cost follows
+        the chunk, not the tenant's size. SQLite, without statistics, would otherwise walk the whole tenant
+        through ix_contacts_tenant_id for every chunk (quadratic over a big import): the array of addresses
+        drives the join (CROSS JOIN also fixes SQLite's loop order) and the unique index is the one that fits.
+        """
         if not emails and not phones:
             return []
         dialect = (await self._connection()).dialect.name
-        conditions = []
-        if emails:
-            conditions.append(self._one_of(Contact.email, emails, dialect))
-        if phones:
-            conditions.append(self._one_of(Contact.phone, phones, dialect))
-        stmt = self.scoped(select(Contact.id, Contact.email, Contact.phone, Contact.first_name, Contact.last_name,
-                                  Contact.locale, Contact.timezone, Contact.attributes, Contact.tags)
-                           ).where(or_(*conditions))
+        columns = (Contact.id, Contact.email, Contact.phone, Contact.first_name, Contact.last_name,
+                   Contact.locale, Contact.timezone, Contact.attributes, Contact.tags)
+        names = ", ".join(f"c.{c.key}" for c in columns)
+        # Both databases: the list of addresses drives a nested loop into the unique index. PostgreSQL, when its
+        # statistics lag behind a growing import, would otherwise pick ix_contacts_tenant_id and scan the tenant.
+        source = "unnest(:{address}s) AS j(value)" if dialect == "postgresql" else "json_each(:{address}s) AS j"
+        parts = [f"SELECT {names} FROM {source.format(address=address)} CROSS JOIN contacts AS c "
+                 f"WHERE c.tenant_id = :tenant_id AND c.{address} = j.value"
+                 for address, values in (("email", emails), ("phone", phones)) if values]
+        params = [bindparam("tenant_id", self.tenant_id, type_=Contact.__table__.c.tenant_id.type)]
+        params += [bindparam(f"{address}s", values, type_=ARRAY(String)) if dialect == "postgresql"
+                   else bindparam(f"{address}s", json.dumps(values), type_=String)
+                   for address, values in (("email", emails), ("phone", phones)) if values]
+        stmt = text(" UNION ALL ".join(parts)).bindparams(*params).columns(*columns)
         rows = await self.session.execute(stmt)
-        return [ExistingContact(*row) for row in rows.all()]
+        # A contact owning one of the emails and one of the phones comes back twice: once is enough.
+        unique = {row[0]: row for row in rows.all()}
+        return [ExistingContact(*row) for row in unique.values()]
 
     async def write(self, inserts: Sequence[ContactValues], updates: Sequence[ContactValues], *,
                     now: datetime, source: str) -> None:
@@ -97,7 +107,7 @@ class ContactImportRepo(TenantRepository[Contact]):
             if conn.dialect.name == "postgresql":
                 await self._copy_inserts(conn, inserts, now, source)
             else:
-                await self._executemany_inserts(inserts, now, source)
+                await self._executemany_inserts(conn, inserts, now, source)
 
     async def _update(self, contacts: Sequence[ContactValues], now: datetime) -> None:
         table = Contact.__table__
@@ -121,31 +131,57 @@ class ContactImportRepo(TenantRepository[Contact]):
         for start in range(0, len(params), _BATCH):
             await self.session.execute(stmt, params[start:start + _BATCH])
 
-    def _subscription_rows(self, contacts: Sequence[ContactValues], now: datetime,
-                           source: str) -> list[tuple[Any, ...]]:
-        return [(self.tenant_id, c.id, channel, "subscribed", now, source) for c in contacts for channel in c.channels]
+    def _serialised_rows(self, contacts: Sequence[ContactValues], tenant: Any, stamp: Any,
+                         uuid_text: bool) -> list[tuple[Any, ...]]:
+        """Contact rows as the driver takes them: JSON already text; ids as uuid objects or SQLite's hex text."""
+        dumps = json.dumps
+        return [((c.id.hex if uuid_text else c.id), tenant, c.email, c.phone, c.first_name, c.last_name, c.locale,
+                 c.timezone,
+                 c.attributes_json if c.attributes_json is not None else dumps(c.attributes),
+                 c.tags_json if c.tags_json is not None else dumps(c.tags), stamp, stamp)
+                for c in contacts]
 
-    async def _executemany_inserts(self, contacts: Sequence[ContactValues], now: datetime, source: str) -> None:
-        contact_rows = [dict(zip(_CONTACT_COLUMNS, (c.id, self.tenant_id, c.email, c.phone, c.first_name, c.last_name,
-                                                    c.locale, c.timezone, c.attributes, c.tags, now, now)))
-                        for c in contacts]
-        subscription_rows = [dict(zip(_SUBSCRIPTION_COLUMNS, row))
-                             for row in self._subscription_rows(contacts, now, source)]
-        for table, rows in ((Contact.__table__, contact_rows), (ContactSubscription.__table__, subscription_rows)):
-            for start in range(0, len(rows), _BATCH):
-                await self.session.execute(insert(table), rows[start:start + _BATCH])
+    @staticmethod
+    def _ids_by_channel(contacts: Sequence[ContactValues]) -> dict[str, list[uuid.UUID]]:
+        by_channel: dict[str, list[uuid.UUID]] = {}
+        for c in contacts:
+            for channel in c.channels:
+                by_channel.setdefault(channel, []).append(c.id)
+        return by_channel
+
+    async def _executemany_inserts(self, conn: AsyncConnection, contacts: Sequence[ContactValues], now: datetime,
+                                   source: str) -> None:
+        # SQLAlchemy would run a type processor per value (uuid, JSON, datetime): ~40% of the write. The values
+        # go to the driver already in the form those processors produce (Uuid: 32 hex digits; JSON: json.dumps;
+        # UTCDateTime: naive UTC ISO text), the one timestamp through the column's own processor.
+        dialect = conn.dialect
+        stamp = Contact.__table__.c.created_at.type._cached_bind_processor(dialect)(now)  # type: ignore[union-attr]
+        tenant = self.tenant_id.hex
+        raw = (await conn.get_raw_connection()).driver_connection
+        rows = self._serialised_rows(contacts, tenant, stamp, uuid_text=True)
+        await raw.executemany(_INSERT_CONTACTS_SQLITE, rows)
+        for channel, ids in self._ids_by_channel(contacts).items():
+            await raw.execute(_INSERT_SUBSCRIPTIONS_SQLITE,
+                              (tenant, channel, "subscribed", stamp, source, json.dumps([i.hex for i in ids])))
 
     async def _copy_inserts(self, conn: AsyncConnection, contacts: Sequence[ContactValues], now: datetime,
                             source: str) -> None:
         # COPY streams rows in the session's own transaction: several times faster than multi-row INSERTs.
+        # Subscriptions never leave the server as rows: one INSERT … SELECT per channel over the new ids.
         raw = (await conn.get_raw_connection()).driver_connection
-        dumps = json.dumps
         async with raw.cursor() as cursor:
-            async with cursor.copy(f"COPY contacts ({', '.join(_CONTACT_COLUMNS)}) FROM STDIN") as copy:
-                for c in contacts:
-                    await copy.write_row((c.id, self.tenant_id, c.email, c.phone, c.first_name, c.last_name, c.locale,
-                                          c.timezone, dumps(c.attributes), dumps(c.tags), now, now))
-            async with cursor.copy(
-                    f"COPY contact_subscriptions ({', '.join(_SUBSCRIPTION_COLUMNS)}) FROM STDIN") as copy:
-                for row in self._subscription_rows(contacts, now, source):
-                    await copy.write_row(row)
+            async with cursor.copy(_COPY_CONTACTS_PG) as copy:
+                write_row = copy.write_row
+                for row in self._serialised_rows(contacts, self.tenant_id, now, uuid_text=False):
+                    await write_row(row)
+            for channel, ids in self._ids_by_channel(contacts).items():
+                await cursor.execute(_INSERT_SUBSCRIPTIONS_PG, (self.tenant_id, channel, "subscribed", now, source, ids))
+
+
+_INSERT_CONTACTS_SQLITE = (f"INSERT INTO contacts ({', '.join(_CONTACT_COLUMNS)}) "
+                           f"VALUES ({', '.join('?' * len(_CONTACT_COLUMNS))})")
+_INSERT_SUBSCRIPTIONS_SQLITE = (f"INSERT INTO contact_subscriptions ({', '.join(_SUBSCRIPTION_COLUMNS)}) "
+                                "SELECT ?, ?, ?, ?, ?, value FROM json_each(?)")
+_COPY_CONTACTS_PG = f"COPY contacts ({', '.join(_CONTACT_COLUMNS)}) FROM STDIN"
+_INSERT_SUBSCRIPTIONS_PG = (f"INSERT INTO contact_subscriptions ({', '.join(_SUBSCRIPTION_COLUMNS)}) "
+                            "SELECT %s, %s, %s, %s, %s, u.id FROM unnest(%s::uuid[]) AS u(id)")

@@ -159,6 +159,18 @@ async def contact_ids_by_phone(session: AsyncSession, tenant_id: uuid.UUID, phon
     return await ContactRepo(session, tenant_id).ids_by(_C.phone, phones)
 
 
+async def contacts_payload(session: AsyncSession, tenant_id: uuid.UUID,
+                           ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
+    """Contact id → the contact-like dict content.rendering.build_context takes (fields, tags, attributes), for
+    the given contacts of this tenant; unknown or deleted ones are absent. One query per 1,000 ids."""
+    payloads = {}
+    for row in await ContactRepo(session, tenant_id).render_fields(list(dict.fromkeys(ids))):
+        row["tags"] = list(row.get("tags") or [])
+        row["attributes"] = dict(row.get("attributes") or {})
+        payloads[row["id"]] = row
+    return payloads
+
+
 # --- import ------------------------------------------------------------------------------------------------
 
 async def import_contacts(session: AsyncSession, tenant_id: uuid.UUID, binary: BinaryIO, *, chunk_rows: int,

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query, Response, status
 
 from clarion.campaign import service
+from clarion.campaign import tasks as _tasks  # noqa: F401 - registers the campaign ticks with the worker
 from clarion.campaign.schemas import (
     ActivationResult,
     CampaignActionResult,
@@ -18,6 +19,9 @@ from clarion.campaign.schemas import (
     CampaignType,
     CampaignUpdate,
     Channel,
+    EventPage,
+    EventRead,
+    EventType,
     RecipientPage,
     RecipientRead,
     RecipientsAdd,
@@ -165,6 +169,18 @@ async def list_recipients(
     page = await service.list_recipients(session, auth.tenant_id, campaign_id, status=status_, limit=limit,
                                          cursor=cursor)
     return RecipientPage(items=[RecipientRead.model_validate(r) for r in page.rows], next_cursor=page.next_cursor)
+
+
+@router.get("/{campaign_id}/events", response_model=EventPage)
+async def list_events(
+    campaign_id: uuid.UUID, session: SessionDep, auth: ReadAuth,
+    type_: Annotated[EventType | None, Query(alias="type")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> EventPage:
+    """The campaign's event log, newest first."""
+    page = await service.list_events(session, auth.tenant_id, campaign_id, type_=type_, limit=limit, cursor=cursor)
+    return EventPage(items=[EventRead.model_validate(e) for e in page.rows], next_cursor=page.next_cursor)
 
 
 @router.get("/{campaign_id}/stats", response_model=CampaignStats)

@@ -3,18 +3,37 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Integer, Select, String, Uuid, func, literal, select, true, update
+from sqlalchemy import (
+    Date,
+    Integer,
+    Select,
+    String,
+    Uuid,
+    and_,
+    bindparam,
+    column,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    true,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.kit.pagination import PageRows, keyset_page
 from clarion.kit.repository import TenantRepository
 from clarion.kit.sqljson import like_escape
 from clarion.kit.types import UTCDateTime
-from clarion.models import Campaign, CampaignRecipient
+from clarion.models import Campaign, CampaignEvent, CampaignRecipient, CampaignSendSchedule, Contact
+
+# Days (or date × timezone pairs) per planning statement: 3 parameters each stays under SQLite's 32,766.
+_DAYS_PER_STATEMENT = 4000
 
 # Recipients that have not been handed to a provider yet: cancelling a campaign withdraws exactly these.
 UNSENT_RECIPIENT_STATUSES = ("pending",)
@@ -130,3 +149,142 @@ class RecipientRepo(TenantRepository[CampaignRecipient]):
         if status:
             stmt = stmt.where(CampaignRecipient.status == status)
         return await keyset_page(self.session, stmt, CampaignRecipient.id, limit=limit, cursor=cursor, key_type=int)
+
+
+def inline_table(name: str, columns: list[tuple[str, Any]], rows: list[tuple[Any, ...]]) -> Any:
+    """A derived table of literal rows, `(VALUES …)`, usable in joins on both databases.
+
+    Written as `SELECT column1 AS a, … FROM (VALUES …)`, the one spelling SQLite and PostgreSQL share (SQLite
+    rejects a column list after the alias). Callers keep rows × columns under SQLite's 32,766 parameters.
+    """
+    params: list[Any] = []
+    tuples: list[str] = []
+    for i, row in enumerate(rows):
+        keys = []
+        for j, value in enumerate(row):
+            key = f"{name}_{i}_{j}"
+            params.append(bindparam(key, value, type_=columns[j][1]))
+            keys.append(f":{key}")
+        tuples.append(f"({', '.join(keys)})")
+    aliases = ", ".join(f"v.column{j + 1} AS {col}" for j, (col, _) in enumerate(columns))
+    sql = text(f"SELECT {aliases} FROM (VALUES {', '.join(tuples)}) AS v").bindparams(*params)
+    return sql.columns(*[column(col, type_) for col, type_ in columns]).subquery(name)
+
+
+class PlanningRepo(TenantRepository[CampaignRecipient]):
+    """The set-based statements of send planning: day layout, local send times, the per-day schedule."""
+
+    model = CampaignRecipient
+    label = "recipient"
+
+    def _pending(self, campaign_id: uuid.UUID) -> Any:
+        return and_(CampaignRecipient.tenant_id == self.tenant_id, CampaignRecipient.campaign_id == campaign_id,
+                    CampaignRecipient.status == "pending")
+
+    async def count_pending(self, campaign_id: uuid.UUID, *, unplanned_only: bool = False) -> int:
+        stmt = select(func.count()).select_from(CampaignRecipient).where(self._pending(campaign_id))
+        if unplanned_only:
+            stmt = stmt.where(CampaignRecipient.send_after.is_(None))
+        return int((await self.session.execute(stmt)).scalar_one())
+
+    async def assign_days(self, campaign_id: uuid.UUID, *, offset: int, per_day: int | None,
+                          days: list[tuple[int, date, datetime]], at: datetime) -> None:
+        """Give every pending recipient (in id order) day `(rank + offset) // per_day` of `days` (index, date,
+        UTC send_after): one UPDATE with ROW_NUMBER() per chunk of days, never a loop over recipients."""
+        r = CampaignRecipient
+        if per_day is None:
+            _, day, send_after = days[0]
+            await self.session.execute(
+                update(r).where(self._pending(campaign_id))
+                .values(scheduled_send_date=day, send_after=send_after, updated_at=at)
+                .execution_options(synchronize_session=False))
+            return
+        ranked = (select(r.id.label("rid"),
+                         ((func.row_number().over(order_by=r.id) - 1 + offset) // per_day).label("day_idx"))
+                  .where(self._pending(campaign_id)).subquery("ranked"))
+        for start in range(0, len(days), _DAYS_PER_STATEMENT):
+            table = inline_table("days", [("idx", Integer()), ("send_date", Date()), ("send_after", UTCDateTime())],
+                                 days[start:start + _DAYS_PER_STATEMENT])
+            await self.session.execute(
+                update(r).where(r.id == ranked.c.rid, ranked.c.day_idx == table.c.idx)
+                .values(scheduled_send_date=table.c.send_date, send_after=table.c.send_after, updated_at=at)
+                .execution_options(synchronize_session=False))
+
+    async def local_days(self, campaign_id: uuid.UUID) -> list[tuple[date, str]]:
+        """Distinct (send date, contact timezone) pairs of the pending recipients whose contact has a timezone."""
+        stmt = (select(CampaignRecipient.scheduled_send_date, Contact.timezone).distinct()
+                .join(Contact, Contact.id == CampaignRecipient.contact_id)
+                .where(self._pending(campaign_id), Contact.timezone.is_not(None),
+                       CampaignRecipient.scheduled_send_date.is_not(None)))
+        return [(row[0], row[1]) for row in (await self.session.execute(stmt)).all()]
+
+    async def set_local_send_after(self, campaign_id: uuid.UUID, instants: list[tuple[date, str, datetime]],
+                                   *, at: datetime) -> None:
+        r = CampaignRecipient
+        for start in range(0, len(instants), _DAYS_PER_STATEMENT):
+            table = inline_table("local", [("send_date", Date()), ("tz", String()), ("send_after", UTCDateTime())],
+                                 instants[start:start + _DAYS_PER_STATEMENT])
+            await self.session.execute(
+                update(r).where(self._pending(campaign_id), r.contact_id == Contact.id,
+                                Contact.timezone == table.c.tz, r.scheduled_send_date == table.c.send_date)
+                .values(send_after=table.c.send_after, updated_at=at)
+                .execution_options(synchronize_session=False))
+
+    async def replace_schedule(self, campaign_id: uuid.UUID, *, from_date: date, days: list[tuple[date, int]],
+                               at: datetime) -> None:
+        """The per-day rows from `from_date` on become `days` (date, recipients planned). A day that already
+        sent some keeps its history: its planned size is what it sent plus what is planned now."""
+        sch = CampaignSendSchedule
+        mine = and_(sch.tenant_id == self.tenant_id, sch.campaign_id == campaign_id)
+        await self.session.execute(
+            delete(sch).where(mine, sch.send_date >= from_date, sch.messages_sent == 0)
+            .execution_options(synchronize_session=False))
+        kept = set((await self.session.execute(
+            select(sch.send_date).where(mine, sch.send_date >= from_date))).scalars().all())
+        for day, planned in days:
+            if day in kept:
+                await self.session.execute(
+                    update(sch).where(mine, sch.send_date == day)
+                    .values(batch_size=sch.messages_sent + planned, messages_remaining=planned,
+                            status="pending" if planned else "completed", updated_at=at)
+                    .execution_options(synchronize_session=False))
+        new = [{"tenant_id": self.tenant_id, "campaign_id": campaign_id, "send_date": day, "batch_number": 1,
+                "batch_size": planned, "messages_sent": 0, "messages_remaining": planned, "status": "pending",
+                "created_at": at, "updated_at": at} for day, planned in days if day not in kept]
+        if new:
+            await self.session.execute(insert(sch), new)
+        # Days before the new plan that still expected sends will not get them any more.
+        await self.session.execute(
+            update(sch).where(mine, sch.send_date >= from_date, sch.messages_remaining > 0,
+                              sch.send_date.not_in([day for day, _ in days] or [from_date]))
+            .values(messages_remaining=0, status="completed", updated_at=at)
+            .execution_options(synchronize_session=False))
+
+    async def schedule(self, campaign_id: uuid.UUID) -> list[CampaignSendSchedule]:
+        stmt = (select(CampaignSendSchedule)
+                .where(CampaignSendSchedule.tenant_id == self.tenant_id,
+                       CampaignSendSchedule.campaign_id == campaign_id)
+                .order_by(CampaignSendSchedule.send_date, CampaignSendSchedule.batch_number))
+        return list((await self.session.execute(stmt)).scalars().all())
+
+    async def cancel_schedule(self, campaign_id: uuid.UUID, *, at: datetime) -> None:
+        sch = CampaignSendSchedule
+        await self.session.execute(
+            update(sch).where(sch.tenant_id == self.tenant_id, sch.campaign_id == campaign_id,
+                              sch.status.in_(("pending", "processing")))
+            .values(status="cancelled", messages_remaining=0, updated_at=at)
+            .execution_options(synchronize_session=False))
+
+
+class EventRepo(TenantRepository[CampaignEvent]):
+    model = CampaignEvent
+    label = "event"
+
+    async def list_page(self, campaign_id: uuid.UUID, *, type_: str | None, limit: int,
+                        cursor: str | None) -> PageRows[CampaignEvent]:
+        """Newest first, keyset on the id (index campaign_id, type, id)."""
+        stmt = self.scoped().where(CampaignEvent.campaign_id == campaign_id)
+        if type_:
+            stmt = stmt.where(CampaignEvent.type == type_)
+        return await keyset_page(self.session, stmt, CampaignEvent.id, limit=limit, cursor=cursor,
+                                 descending=True, key_type=int)

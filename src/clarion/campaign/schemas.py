@@ -5,15 +5,17 @@ import uuid
 from datetime import date, datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
 
 from clarion.campaign.lifecycle import STATES
 
 CampaignType = Literal["broadcast", "scheduled", "follow_up", "drip"]
 Channel = Literal["email", "sms", "whatsapp", "telegram", "push"]
 CampaignStatus = Literal[STATES]  # type: ignore[valid-type]
-RecipientStatus = Literal["pending", "queued", "sent", "delivered", "opened", "read", "clicked", "converted",
-                          "failed", "bounced", "skipped", "unsubscribed", "cancelled"]
+RecipientStatus = Literal["pending", "sending", "sent", "delivered", "opened", "clicked", "converted",
+                          "failed", "bounced", "skipped", "cancelled"]
+EventType = Literal["sent", "failed", "skipped", "delivered", "opened", "clicked", "converted", "bounced",
+                    "unsubscribed", "complained", "cancelled"]
 
 # Explicit address lists are bounded so one request stays one statement within every driver's parameter limit.
 MAX_RECIPIENTS_PER_REQUEST = 10_000
@@ -39,6 +41,30 @@ def _currency(value: str | None) -> str | None:
     if code not in ISO_4217:
         raise ValueError(f"{value!r} is not an ISO 4217 currency code (e.g. USD, EUR)")
     return code
+
+
+class SendWindow(BaseModel):
+    """When messages may go out: hours [start_hour, end_hour) on the given weekdays (Monday = 0), in UTC or,
+    with the campaign's local_time, in each contact's own timezone."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start_hour: int = Field(default=0, ge=0, le=23)
+    end_hour: int = Field(default=24, ge=1, le=24)
+    weekdays: list[int] = Field(default_factory=lambda: list(range(7)), min_length=1, max_length=7)
+
+    @field_validator("weekdays")
+    @classmethod
+    def _check_weekdays(cls, value: list[int]) -> list[int]:
+        if any(not 0 <= day <= 6 for day in value):
+            raise ValueError("weekdays are 0 (Monday) to 6 (Sunday)")
+        return sorted(set(value))
+
+    @model_validator(mode="after")
+    def _check_hours(self) -> SendWindow:
+        if self.end_hour <= self.start_hour:
+            raise ValueError(f"end_hour ({self.end_hour}) must be after start_hour ({self.start_hour})")
+        return self
 
 
 def _language(value: str | None) -> str | None:
@@ -69,6 +95,19 @@ class _CampaignFields(BaseModel):
     priority: int | None = Field(default=None, ge=1, le=10)
     budget: int | None = Field(default=None, ge=0, description="Minor units of `currency` (cents)")
     currency: str | None = Field(default=None, description="ISO 4217 code")
+    send_window: SendWindow | None = None
+    local_time: bool | None = Field(default=None, description="Open each contact's send window in its timezone")
+    from_email: EmailStr | None = None
+    from_name: str | None = Field(default=None, min_length=1, max_length=200)
+    reply_to: EmailStr | None = None
+    channel_config_id: uuid.UUID | None = Field(
+        default=None, description="The channel account to send through; default: the tenant's default one")
+    track_opens: bool | None = None
+    track_clicks: bool | None = None
+    max_send_errors: int | None = Field(default=None, ge=1, le=100_000,
+                                        description="Pause after this many consecutive send failures")
+    max_attempts: int | None = Field(default=None, ge=1, le=20,
+                                     description="Attempts per recipient before a transient failure is final")
 
     @field_validator("currency")
     @classmethod
@@ -89,6 +128,11 @@ class CampaignCreate(_CampaignFields):
     type: CampaignType = "broadcast"
     priority: int = Field(default=5, ge=1, le=10)
     currency: str = Field(default="USD", description="ISO 4217 code")
+    local_time: bool = False
+    track_opens: bool = True
+    track_clicks: bool = True
+    max_send_errors: int = Field(default=50, ge=1, le=100_000)
+    max_attempts: int = Field(default=3, ge=1, le=20)
 
 
 class CampaignUpdate(_CampaignFields):
@@ -118,6 +162,17 @@ class CampaignRead(BaseModel):
     completed_at: datetime | None
     daily_send_limit: int | None
     priority: int
+    send_window: dict[str, Any] | None
+    local_time: bool
+    from_email: str | None
+    from_name: str | None
+    reply_to: str | None
+    channel_config_id: uuid.UUID | None
+    track_opens: bool
+    track_clicks: bool
+    max_send_errors: int
+    consecutive_failures: int
+    max_attempts: int
     budget: int | None
     spent: int
     revenue: int
@@ -132,6 +187,8 @@ class CampaignRead(BaseModel):
     failed: int
     skipped: int
     pending: int
+    opened_total: int
+    clicked_total: int
     progress_percentage: float = 0.0
     created_at: datetime
     updated_at: datetime
@@ -198,6 +255,11 @@ class RecipientRead(BaseModel):
     phone: str | None
     status: str
     scheduled_send_date: date | None
+    send_after: datetime | None
+    retry_count: int
+    open_count: int
+    click_count: int
+    provider_message_id: str | None
     sent_at: datetime | None
     delivered_at: datetime | None
     opened_at: datetime | None
@@ -228,7 +290,11 @@ class CampaignStats(BaseModel):
     read_rate: float
     estimated_completion_date: date | None
     opened: int
+    opened_total: int
+    open_rate: float
     clicked: int
+    clicked_total: int
+    click_rate: float
     converted: int
     bounced: int
     skipped: int
@@ -236,3 +302,20 @@ class CampaignStats(BaseModel):
     spent: int
     budget: int | None
     currency: str
+
+
+class EventRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    type: str
+    occurred_at: datetime
+    recipient_id: int | None
+    contact_id: uuid.UUID | None
+    metadata: dict[str, Any] | None = Field(validation_alias="metadata_")
+    provider_message_id: str | None
+
+
+class EventPage(BaseModel):
+    items: list[EventRead]
+    next_cursor: str | None

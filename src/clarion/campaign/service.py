@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -13,23 +12,33 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from clarion.audience import normalize
 from clarion.audience import service as audience
 from clarion.audience.segments import service as segments
-from clarion.campaign import lifecycle
-from clarion.campaign.repository import CampaignRepo, RecipientRepo, only_contacts
-from clarion.campaign.schemas import CampaignCreate, CampaignStats, CampaignUpdate, RecipientsAdd, RecipientsAdded
+from clarion.campaign import lifecycle, planning
+from clarion.campaign.repository import CampaignRepo, EventRepo, PlanningRepo, RecipientRepo, only_contacts
+from clarion.campaign.schemas import (
+    CampaignCreate,
+    CampaignStats,
+    CampaignUpdate,
+    RecipientsAdd,
+    RecipientsAdded,
+)
 from clarion.content import service as content
 from clarion.errors import Conflict, Invalid, NotFound, field_error
 from clarion.kit.clock import clock, utcnow
 from clarion.kit.pagination import PageRows
-from clarion.models import Campaign, CampaignRecipient
+from clarion.models import Campaign, CampaignEvent, CampaignRecipient
 from clarion.tenancy import service as tenancy
 
 AUDIENCE_FIELDS = ("segment_id", "filter", "target_audience")
 # Fields a PATCH may not set to null.
-REQUIRED_FIELDS = ("name", "type", "channel", "priority", "currency")
+REQUIRED_FIELDS = ("name", "type", "channel", "priority", "currency", "local_time", "track_opens", "track_clicks",
+                   "max_send_errors", "max_attempts")
 # A finished campaign is a record: only its name and description may still be edited.
 EDITABLE_WHEN_FINAL = frozenset({"name", "description"})
 # scheduled_at means something only until the campaign starts.
 SCHEDULABLE_STATES = frozenset({"draft", "ai_generating", "pending_review", "approved", "scheduled"})
+
+# Fields whose change re-plans a campaign that is scheduled or sending.
+PLAN_FIELDS = frozenset({"daily_send_limit", "send_window", "local_time"})
 
 # Human messages for action responses (seed 002: "Campaign 'Summer Sale 2025' paused").
 _ACTION_MESSAGES = {
@@ -170,6 +179,8 @@ async def update_campaign(session: AsyncSession, tenant_id: uuid.UUID, campaign_
         setattr(campaign, field, value)
     _check_whatsapp_fields(campaign)
     await session.flush()
+    if set(changes) & PLAN_FIELDS:
+        await _replan(session, campaign)
     tenancy.emit(session, tenant_id, "crm.campaign.updated", _payload(campaign, fields=sorted(changes)))
     return campaign
 
@@ -206,7 +217,18 @@ async def transition(session: AsyncSession, tenant_id: uuid.UUID, campaign_id: u
         campaign.start_date = clock.today()
     _move(session, tenant_id, campaign, action, reason=reason)
     await session.flush()
+    if action in ("start", "resume"):
+        # Started: sends from today. Resumed: what is left continues from today under the same daily limit.
+        await planning.replan_remaining(session, campaign)
     return campaign
+
+
+async def _replan(session: AsyncSession, campaign: Campaign) -> None:
+    """Lay the pending recipients out again after the plan's inputs changed (nothing to do for a draft)."""
+    if campaign.status == "scheduled":
+        await planning.lay_out(session, campaign, start_date=campaign.start_date or clock.today())
+    elif campaign.status in ("running", "paused"):
+        await planning.replan_remaining(session, campaign)
 
 
 async def schedule(session: AsyncSession, tenant_id: uuid.UUID, campaign_id: uuid.UUID,
@@ -249,6 +271,7 @@ async def _cancel(session: AsyncSession, tenant_id: uuid.UUID, campaign: Campaig
     lifecycle.route(campaign.status, "cancel")
     withdrawn = await RecipientRepo(session, tenant_id).cancel_unsent(campaign.id, at=utcnow())
     await CampaignRepo(session, tenant_id).add_to_counters(campaign, pending=-withdrawn)
+    await PlanningRepo(session, tenant_id).cancel_schedule(campaign.id, at=utcnow())
     _move(session, tenant_id, campaign, "cancel")
     await session.flush()
     return campaign
@@ -260,20 +283,10 @@ def estimate_completion(start_date: date, recipients: int, daily_limit: int | No
     return days, start_date + timedelta(days=days - 1)
 
 
-@dataclass(frozen=True)
-class Activation:
-    campaign: Campaign
-    start_date: date
-    recipients_scheduled: int
-    daily_limit: int | None
-    estimated_days: int
-    estimated_completion_date: date
-    message: str
-
-
 async def activate(session: AsyncSession, tenant_id: uuid.UUID, campaign_id: uuid.UUID,
-                   start_date: date | None = None) -> Activation:
-    """Seed 002's activate: start today (running) or on a later date (scheduled). Per-day planning comes later."""
+                   start_date: date | None = None) -> planning.Activation:
+    """Seed 002's activate: start today (running) or on a later date (scheduled), laying the recipients out
+    over days under the daily limit (campaign.planning)."""
     campaign = await get_campaign(session, tenant_id, campaign_id, for_update=True)
     today = clock.today()
     start_on = start_date or today + timedelta(days=1)
@@ -290,13 +303,7 @@ async def activate(session: AsyncSession, tenant_id: uuid.UUID, campaign_id: uui
         campaign.scheduled_at = datetime.combine(start_on, time.min, tzinfo=UTC)
     _move(session, tenant_id, campaign, action)
     await session.flush()
-    days, last_day = estimate_completion(start_on, campaign.pending, campaign.daily_send_limit)
-    pace = (f"{campaign.daily_send_limit} messages/day" if campaign.daily_send_limit
-            else f"all {campaign.pending} messages")
-    return Activation(campaign=campaign, start_date=start_on, recipients_scheduled=campaign.pending,
-                      daily_limit=campaign.daily_send_limit, estimated_days=days,
-                      estimated_completion_date=last_day,
-                      message=f"Campaign activated. Sending {pace} starting {start_on.isoformat()}")
+    return await planning.lay_out(session, campaign, start_date=start_on)
 
 
 # --- recipients ------------------------------------------------------------------------------------------
@@ -368,10 +375,17 @@ async def add_recipients(session: AsyncSession, tenant_id: uuid.UUID, campaign_i
     await CampaignRepo(session, tenant_id).add_to_counters(campaign, total_target=added, pending=added)
     if added:
         tenancy.emit(session, tenant_id, "crm.campaign.recipients_added", _payload(campaign, added=added))
+        await _replan(session, campaign)  # late additions to a planned campaign get their slots too
     return RecipientsAdded(
         campaign_id=campaign.id, recipients_added=added, skipped_duplicates=duplicates,
         skipped_unsubscribed=max(0, matched - duplicates - added), total_recipients=campaign.total_target,
         unknown=unknown, message=f"Added {added} recipients to campaign")
+
+
+async def list_events(session: AsyncSession, tenant_id: uuid.UUID, campaign_id: uuid.UUID, *,
+                      type_: str | None = None, limit: int = 50, cursor: str | None = None) -> PageRows[CampaignEvent]:
+    await get_campaign(session, tenant_id, campaign_id)
+    return await EventRepo(session, tenant_id).list_page(campaign_id, type_=type_, limit=limit, cursor=cursor)
 
 
 async def list_recipients(session: AsyncSession, tenant_id: uuid.UUID, campaign_id: uuid.UUID, *,
@@ -400,5 +414,6 @@ async def campaign_stats(session: AsyncSession, tenant_id: uuid.UUID, campaign_i
         delivered=c.delivered, read=c.opened, failed=c.failed, pending=c.pending,
         progress_percentage=percentage(c.sent, c.total_target), delivery_rate=percentage(c.delivered, c.sent),
         read_rate=percentage(c.opened, c.sent), estimated_completion_date=completion, opened=c.opened,
-        clicked=c.clicked, converted=c.converted, bounced=c.bounced, skipped=c.skipped, revenue=c.revenue,
+        opened_total=c.opened_total, open_rate=percentage(c.opened, c.sent), clicked_total=c.clicked_total,
+        click_rate=percentage(c.clicked, c.sent), clicked=c.clicked, converted=c.converted, bounced=c.bounced, skipped=c.skipped, revenue=c.revenue,
         spent=c.spent, budget=c.budget, currency=c.currency)

@@ -148,6 +148,6 @@ def print_banner(console: Any, url: str, demo: DemoTenant, data_dir: Path) -> No
     console.print("[bold green]Clarion demo is ready.[/bold green]")
     console.print(f"  API:      {url}/api/v1   (docs: {url}/docs)")
     console.print(f"  API key:  [bold]{demo.api_key}[/bold]")
-    console.print(f"  Try:      curl -H 'Authorization: Bearer {demo.api_key}' {url}/api/v1/campaigns")
+    console.print(f"  Try:      curl -H 'Authorization: Bearer {demo.api_key}' {url}/api/v1/campaigns", soft_wrap=True)
     console.print(f"  Data:     {data_dir.resolve()}")
     console.print()

@@ -2,12 +2,14 @@
 
 from clarion.models.audience import Contact, ContactSubscription, Segment, SegmentMember
 from clarion.models.base import Base
-from clarion.models.campaign import Campaign, CampaignRecipient
+from clarion.models.campaign import Campaign, CampaignRecipient, CampaignSendSchedule
+from clarion.models.campaign_events import CampaignEvent, CampaignLink
 from clarion.models.content import Template
 from clarion.models.delivery import OutboxMessage
 from clarion.models.jobs import Job, WorkerTick
 from clarion.models.tenancy import ApiKey, DomainEvent, Tenant
+from clarion.models.tracking import BounceRecord, Conversion, TrackingClient
 
-__all__ = ["ApiKey", "Base", "Campaign", "CampaignRecipient", "Contact", "ContactSubscription",
-           "DomainEvent", "Job", "OutboxMessage", "Segment", "SegmentMember", "Template", "Tenant",
+__all__ = ["ApiKey", "Base", "BounceRecord", "Conversion", "TrackingClient", "Campaign", "CampaignEvent", "CampaignLink", "CampaignRecipient", "CampaignSendSchedule",
+           "Contact", "ContactSubscription", "DomainEvent", "Job", "OutboxMessage", "Segment", "SegmentMember", "Template", "Tenant",
            "WorkerTick"]

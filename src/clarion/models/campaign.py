@@ -4,7 +4,7 @@ import uuid
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from clarion.kit.types import BigIntPK
@@ -13,6 +13,10 @@ from clarion.models.base import Base, TenantOwned, Timestamps, UUIDPrimaryKey
 # The counters a campaign keeps in step with its recipients' statuses (same transaction).
 COUNTERS = ("total_target", "sent", "delivered", "opened", "clicked", "converted",
             "bounced", "failed", "skipped", "pending")
+
+# A recipient's statuses. `sending` = claimed by a worker under a lease; seed 002's "queued" is our `sent`.
+RECIPIENT_STATUSES = ("pending", "sending", "sent", "delivered", "opened", "clicked", "converted",
+                      "failed", "bounced", "skipped", "cancelled")
 
 
 class Campaign(UUIDPrimaryKey, TenantOwned, Timestamps, Base):
@@ -41,6 +45,28 @@ class Campaign(UUIDPrimaryKey, TenantOwned, Timestamps, Base):
     start_date: Mapped[date | None]
     daily_send_limit: Mapped[int | None]
     priority: Mapped[int] = mapped_column(default=5)
+    # {"start_hour": 9, "end_hour": 17, "weekdays": [0..6]} (Monday = 0) or NULL for any time of any day.
+    send_window: Mapped[dict[str, Any] | None]
+    # When true each contact's own timezone decides when its slot opens; contacts without one use UTC.
+    local_time: Mapped[bool] = mapped_column(default=False)
+
+    # Sending: who it comes from and through which channel account. No foreign key into delivery's
+    # channel_configs: campaign is the lower layer; delivery resolves (and falls back from) a missing config.
+    from_email: Mapped[str | None] = mapped_column(String(320))
+    from_name: Mapped[str | None] = mapped_column(String(200))
+    reply_to: Mapped[str | None] = mapped_column(String(320))
+    channel_config_id: Mapped[uuid.UUID | None] = mapped_column(Uuid())
+    track_opens: Mapped[bool] = mapped_column(default=True)
+    track_clicks: Mapped[bool] = mapped_column(default=True)
+    # The campaign pauses itself when this many sends in a row failed; any success resets the streak.
+    max_send_errors: Mapped[int] = mapped_column(default=50)
+    consecutive_failures: Mapped[int] = mapped_column(default=0)
+    # Attempts per recipient before a transient failure becomes final.
+    max_attempts: Mapped[int] = mapped_column(default=3)
+    # Claims made on one UTC day, so recipients left over from earlier days never push a day past
+    # daily_send_limit.
+    daily_sent_date: Mapped[date | None]
+    daily_sent_count: Mapped[int] = mapped_column(default=0)
 
     budget: Mapped[int | None] = mapped_column(BigInteger)
     spent: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -57,6 +83,9 @@ class Campaign(UUIDPrimaryKey, TenantOwned, Timestamps, Base):
     failed: Mapped[int] = mapped_column(default=0)
     skipped: Mapped[int] = mapped_column(default=0)
     pending: Mapped[int] = mapped_column(default=0)
+    # Every open/click, machine ones (prefetchers, scanners) included; `opened`/`clicked` count unique humans.
+    opened_total: Mapped[int] = mapped_column(default=0)
+    clicked_total: Mapped[int] = mapped_column(default=0)
 
 
 class CampaignRecipient(TenantOwned, Timestamps, Base):
@@ -66,7 +95,12 @@ class CampaignRecipient(TenantOwned, Timestamps, Base):
     __table_args__ = (
         UniqueConstraint("campaign_id", "contact_id"),
         Index(None, "campaign_id", "status", "id"),
+        # The claim: due pending rows of one campaign, oldest slot first.
+        Index(None, "campaign_id", "status", "send_after"),
+        # Crash recovery: `sending` rows whose lease ran out.
+        Index(None, "status", "lease_expires_at"),
         Index(None, "contact_id"),
+        Index(None, "provider_message_id"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
@@ -77,6 +111,11 @@ class CampaignRecipient(TenantOwned, Timestamps, Base):
     phone: Mapped[str | None] = mapped_column(String(20))
     status: Mapped[str] = mapped_column(String(16), default="pending")
     scheduled_send_date: Mapped[date | None]
+    # The UTC instant from which the recipient may be sent; NULL = not planned yet.
+    send_after: Mapped[datetime | None]
+    # Set while a worker holds the row in `sending`; an expired lease hands the row back to `pending`.
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
     delivered_at: Mapped[datetime | None]
     opened_at: Mapped[datetime | None]
@@ -88,3 +127,19 @@ class CampaignRecipient(TenantOwned, Timestamps, Base):
     retry_count: Mapped[int] = mapped_column(Integer, default=0)
     failure_reason: Mapped[str | None] = mapped_column(Text)
     provider_message_id: Mapped[str | None] = mapped_column(String(255))
+
+
+class CampaignSendSchedule(TenantOwned, Timestamps, Base):
+    """Seed 002's per-day plan: how many recipients a campaign sends on one day, and how many are left."""
+
+    __tablename__ = "campaign_send_schedule"
+    __table_args__ = (UniqueConstraint("campaign_id", "send_date", "batch_number"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    campaign_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    send_date: Mapped[date]
+    batch_number: Mapped[int] = mapped_column(default=1)
+    batch_size: Mapped[int]
+    messages_sent: Mapped[int] = mapped_column(default=0)
+    messages_remaining: Mapped[int]
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | processing | completed

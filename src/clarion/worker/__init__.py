@@ -9,6 +9,8 @@ Bottom layer (with kit/db/config/models): it imports no domain. Domains register
 
     register_tick("campaign.dispatch_due", 5, dispatch_due)   # async def dispatch_due(session)
 
+    register_loop("delivery.dispatch", dispatch_loop)    # async def dispatch_loop(database, settings, stop)
+
     await enqueue(session, "delivery.send_webhook", {"id": str(hook.id)}, dedupe_key=f"hook:{hook.id}")
 """
 
@@ -17,15 +19,17 @@ from clarion.worker.queue import backoff_delay, enqueue, get_job
 from clarion.worker.registry import (
     DEFAULT_MAX_ATTEMPTS,
     JobSpec,
+    LoopSpec,
     Registry,
     TickSpec,
     job,
     register_job,
+    register_loop,
     register_tick,
     registry,
     tick,
 )
 from clarion.worker.runner import Worker
 
-__all__ = ["DEFAULT_MAX_ATTEMPTS", "JobSpec", "Registry", "TickSpec", "Worker", "backoff_delay", "enqueue",
-           "get_job", "job", "register_job", "register_tick", "registry", "tick"]
+__all__ = ["DEFAULT_MAX_ATTEMPTS", "JobSpec", "LoopSpec", "Registry", "TickSpec", "Worker", "backoff_delay",
+           "enqueue", "get_job", "job", "register_job", "register_loop", "register_tick", "registry", "tick"]

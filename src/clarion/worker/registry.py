@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+if TYPE_CHECKING:
+    from clarion.config import Settings
+    from clarion.db import Database
+
 JobFn = Callable[[AsyncSession, dict[str, Any]], Awaitable[Any]]
 TickFn = Callable[[AsyncSession], Awaitable[Any]]
+# A long-running loop owns its transactions (it gets the Database, not a session) and returns once `stop` is set.
+LoopFn = Callable[["Database", "Settings", asyncio.Event], Awaitable[None]]
 
 DEFAULT_MAX_ATTEMPTS = 5
 
@@ -31,10 +38,20 @@ class TickSpec:
     singleton: bool = True
 
 
+@dataclass(frozen=True)
+class LoopSpec:
+    """Work that runs continuously in every worker (the send pipeline's dispatch): unlike a tick it keeps
+    its own pace and transactions, e.g. to commit a claim before talking to a provider."""
+
+    name: str
+    fn: LoopFn
+
+
 @dataclass
 class Registry:
     jobs: dict[str, JobSpec] = field(default_factory=dict)
     ticks: dict[str, TickSpec] = field(default_factory=dict)
+    loops: dict[str, LoopSpec] = field(default_factory=dict)
 
     def register_job(self, name: str, fn: JobFn, *, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> JobFn:
         if max_attempts < 1:
@@ -68,6 +85,13 @@ class Registry:
 
         return decorate
 
+    def register_loop(self, name: str, fn: LoopFn) -> LoopFn:
+        existing = self.loops.get(name)
+        if existing is not None and _qualname(existing.fn) != _qualname(fn):
+            raise ValueError(f"loop {name!r} is already registered to {_qualname(existing.fn)}")
+        self.loops[name] = LoopSpec(name, fn)
+        return fn
+
 
 def _qualname(fn: Callable[..., Any]) -> str:
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
@@ -93,3 +117,8 @@ def register_tick(name: str, interval: timedelta | float, fn: TickFn, *, singlet
 def tick(name: str, interval: timedelta | float, *, singleton: bool = True) -> Callable[[TickFn], TickFn]:
     """Decorator: `@tick("campaign.dispatch", 5)` on `async def fn(session)`."""
     return registry.tick(name, interval, singleton=singleton)
+
+
+def register_loop(name: str, fn: LoopFn) -> LoopFn:
+    """`async def fn(database, settings, stop)`, run by every worker until `stop` is set (restarted if it raises)."""
+    return registry.register_loop(name, fn)

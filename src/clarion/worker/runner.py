@@ -22,7 +22,7 @@ from clarion.db import Database
 from clarion.kit.clock import utcnow
 from clarion.worker import repository
 from clarion.worker.queue import backoff_delay
-from clarion.worker.registry import JobSpec, Registry, TickSpec
+from clarion.worker.registry import JobSpec, LoopSpec, Registry, TickSpec
 from clarion.worker.registry import registry as default_registry
 from clarion.worker.repository import ClaimedJob
 
@@ -71,10 +71,11 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until `stop` is set, then let in-flight jobs finish (up to the grace period) or hand them back."""
-        logger.info("worker %s started: concurrency=%d, jobs=%s, ticks=%s", self.id, self.concurrency,
-                    sorted(self.registry.jobs), sorted(self.registry.ticks))
+        logger.info("worker %s started: concurrency=%d, jobs=%s, ticks=%s, loops=%s", self.id, self.concurrency,
+                    sorted(self.registry.jobs), sorted(self.registry.ticks), sorted(self.registry.loops))
         try:
-            await asyncio.gather(self._job_loop(stop), self._tick_loop(stop))
+            await asyncio.gather(self._job_loop(stop), self._tick_loop(stop),
+                                 *(self._domain_loop(spec, stop) for spec in self.registry.loops.values()))
         finally:
             await self._drain()
             logger.info("worker %s stopped after %d jobs", self.id, self.jobs_run)
@@ -199,6 +200,18 @@ class Worker:
             logger.warning("worker %s: handed %d unfinished job(s) back to the queue", self.id, released)
         except Exception:
             logger.exception("worker %s: could not hand jobs back; their leases will expire", self.id)
+
+    # --- domain loops --------------------------------------------------------------------------------------
+
+    async def _domain_loop(self, spec: LoopSpec, stop: asyncio.Event) -> None:
+        """Run a registered loop until `stop`; one that raises (a database restart) is started again."""
+        while not stop.is_set():
+            try:
+                await spec.fn(self.db, self.settings, stop)
+            except Exception:
+                logger.exception("worker %s: loop %s failed; restarting in %.1fs", self.id, spec.name,
+                                 self.poll_interval)
+                await _wait_any(stop, timeout=self.poll_interval)
 
     # --- ticks ---------------------------------------------------------------------------------------------
 

@@ -1,0 +1,294 @@
+"""Bench (a): the whole send pipeline into a local SMTP sink vs a bare aiosmtplib loop over as many connections.
+
+    python -m bench.send_pipeline [--messages N] [--connections C] [--db sqlite|postgres|both]
+
+The sink is aiosmtpd in a process of its own whose handler only answers 250 (no installation beyond the test
+extras). The baseline sends N pre-built messages (built before the clock starts) over C aiosmtplib connections.
+The pipeline run is what a worker does for a campaign of N recipients: claim batches under a lease, load the
+contacts, render the Liquid template, register and rewrite links, add the open pixel, build the RFC 5322 bytes,
+send through the SMTP channel's pool of C connections and record every outcome. Target: the pipeline reaches
+at least 50% of the baseline's messages per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+TARGET_SHARE = 0.5
+PG_ADMIN_URL = os.environ.get("CLARION_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+TEMPLATE_HTML = """<html><head><style>p { color: #333; font-family: sans-serif }</style></head><body>
+<h1>Spring deals, {{ contact.first_name | default: "friend" }}</h1>
+<p>Everything in {{ contact.attributes.city | default: "your city" }} is 20% off this week.</p>
+<p><a href="https://shop.example/spring?utm_source=clarion">Shop the sale</a> or
+<a href="https://shop.example/stores">find a store</a>.</p>
+<p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p></body></html>"""
+
+
+# --- the sink ------------------------------------------------------------------------------------------------
+
+
+def run_sink(port: int) -> None:
+    """aiosmtpd answering 250 to everything; prints how many messages it took when it gets SIGTERM."""
+    from aiosmtpd.controller import Controller
+
+    class Sink:
+        count = 0
+
+        async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+            Sink.count += 1
+            return "250 OK"
+
+    controller = Controller(Sink(), hostname="127.0.0.1", port=port)
+    controller.start()
+    print("ready", flush=True)
+    stop = False
+
+    def on_term(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    while not stop:
+        time.sleep(0.05)
+    controller.stop()
+    print(Sink.count, flush=True)
+
+
+class SinkProcess:
+    def __init__(self) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.send_pipeline", "--sink", str(self.port)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "ready"
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=30)
+        return int(out.strip().splitlines()[-1])
+
+
+# --- the baseline ----------------------------------------------------------------------------------------------
+
+
+async def bare_loop(port: int, messages: int, connections: int) -> float:
+    """Messages per second of aiosmtplib sending pre-built messages over `connections` connections."""
+    import aiosmtplib
+
+    from clarion.delivery.email_message import build_email
+
+    prebuilt = [
+        build_email(
+            from_addr="news@shop.example",
+            to_addr=f"fan{i}@example.com",
+            subject="Spring deals",
+            html=f"<p>Hello fan {i}</p>",
+            text=f"Hello fan {i}",
+            list_unsubscribe_url=f"https://clarion.test/t/u/{i}",
+            message_id_domain="shop.example",
+        )
+        for i in range(messages)
+    ]
+    queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
+    for item in enumerate(prebuilt):
+        queue.put_nowait(item)
+
+    async def sender() -> None:
+        smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
+        await smtp.connect()
+        while not queue.empty():
+            i, raw = queue.get_nowait()
+            await smtp.sendmail("news@shop.example", [f"fan{i}@example.com"], raw)
+        await smtp.quit()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(sender() for _ in range(connections)))
+    return messages / (time.perf_counter() - started)
+
+
+# --- the pipeline ----------------------------------------------------------------------------------------------
+
+
+async def pipeline(url: str, data_dir: Path, port: int, messages: int, connections: int) -> tuple[float, int]:
+    """(messages per second, messages recorded sent) of the dispatcher sending a campaign of `messages`."""
+    import httpx
+    from sqlalchemy import func, select
+
+    from clarion.app import create_app
+    from clarion.config import Settings
+    from clarion.db import Database
+    from clarion.delivery.dispatch import Dispatcher
+    from clarion.migrate import upgrade
+    from clarion.models import CampaignRecipient
+    from clarion.tenancy import service as tenancy
+    from clarion.tenancy.schemas import ApiKeyCreate
+
+    await asyncio.to_thread(upgrade, url)
+    settings = Settings(
+        data_dir=data_dir, database_url=url, secret_key="bench-" + "s" * 40, base_url="https://clarion.test"
+    )
+    db = Database(settings.resolved_database_url)
+    try:
+        async with db.transaction() as session:
+            tenant = await tenancy.create_tenant(session, "Bench")
+            _, key = await tenancy.create_api_key(session, tenant.id, ApiKeyCreate(name="bench"))
+        app = create_app(settings, database=db)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="https://clarion.test",
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=600,
+        ) as api:
+            campaign_id = await _seed(api, port, messages, connections)
+        dispatcher = Dispatcher(db, settings)
+        started = time.perf_counter()
+        try:
+            report = await dispatcher.drain([campaign_id])
+        finally:
+            await dispatcher.close()
+        elapsed = time.perf_counter() - started
+        async with db.transaction() as session:
+            sent = (
+                await session.execute(
+                    select(func.count()).where(
+                        CampaignRecipient.campaign_id == campaign_id, CampaignRecipient.status == "sent"
+                    )
+                )
+            ).scalar_one()
+        assert report.sent == messages, f"the pipeline sent {report.sent} of {messages}"
+        return messages / elapsed, int(sent)
+    finally:
+        await db.dispose()
+
+
+async def _seed(api, port: int, messages: int, connections: int) -> uuid.UUID:  # type: ignore[no-untyped-def]
+    emails = [f"fan{i}@example.com" for i in range(messages)]
+    csv = "email,first_name,city\n" + "".join(f"{e},Fan{i},City{i % 50}\n" for i, e in enumerate(emails))
+    response = await api.post("/api/v1/contacts/import", files={"file": ("c.csv", csv.encode(), "text/csv")})
+    assert response.status_code == 200, response.text
+    response = await api.post(
+        "/api/v1/channels",
+        json={
+            "channel": "email",
+            "provider": "smtp",
+            "name": "sink",
+            "config": {
+                "host": "127.0.0.1",
+                "port": port,
+                "security": "none",
+                "pool_size": connections,
+                "max_messages_per_connection": messages + 1,
+            },
+        },
+    )
+    assert response.status_code == 201, response.text
+    response = await api.post(
+        "/api/v1/templates",
+        json={
+            "name": "spring",
+            "channel": "email",
+            "subject": "Spring deals, {{ contact.first_name }}",
+            "body_html": TEMPLATE_HTML,
+        },
+    )
+    assert response.status_code == 201, response.text
+    response = await api.post(
+        "/api/v1/campaigns",
+        json={
+            "name": "Bench",
+            "channel": "email",
+            "template_id": response.json()["id"],
+            "from_email": "news@shop.example",
+        },
+    )
+    assert response.status_code == 201, response.text
+    campaign_id = response.json()["id"]
+    for start in range(0, messages, 10_000):
+        response = await api.post(
+            f"/api/v1/campaigns/{campaign_id}/recipients", json={"emails": emails[start : start + 10_000]}
+        )
+        assert response.status_code == 200, response.text
+    response = await api.post(f"/api/v1/campaigns/{campaign_id}/start")
+    assert response.status_code == 200, response.text
+    return uuid.UUID(campaign_id)
+
+
+def _pg_database() -> tuple[str, str]:
+    import psycopg
+
+    name = f"clarion_bench_send_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    return name, f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}".replace(
+        "postgresql://", "postgresql+psycopg://", 1
+    )
+
+
+def _drop_pg(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def run(backend: str, messages: int, connections: int) -> bool:
+    sink = SinkProcess()
+    try:
+        baseline = await bare_loop(sink.port, messages, connections)
+        with tempfile.TemporaryDirectory() as tmp:
+            if backend == "postgres":
+                name, url = _pg_database()
+                try:
+                    rate, recorded = await pipeline(url, Path(tmp), sink.port, messages, connections)
+                finally:
+                    _drop_pg(name)
+            else:
+                rate, recorded = await pipeline(
+                    f"sqlite+aiosqlite:///{tmp}/bench.db", Path(tmp), sink.port, messages, connections
+                )
+    finally:
+        received = sink.stop()
+    share = rate / baseline
+    ok = share >= TARGET_SHARE and recorded == messages and received == 2 * messages
+    print(
+        f"{backend:>8}: bare aiosmtplib {baseline:7.0f} msg/s | pipeline {rate:7.0f} msg/s | "
+        f"ratio {share:5.1%} (target >= {TARGET_SHARE:.0%}) | recorded sent {recorded}/{messages}, "
+        f"sink received {received}/{2 * messages} | {'OK' if ok else 'BELOW TARGET'}",
+        flush=True,
+    )
+    return ok
+
+
+def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--sink":
+        run_sink(int(sys.argv[2]))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
+    args = parser.parse_args()
+    backends = ["sqlite", "postgres"] if args.db == "both" else [args.db]
+    print(
+        f"send pipeline: {args.messages} messages over {args.connections} SMTP connections into an aiosmtpd sink"
+    )
+    results = [asyncio.run(run(backend, args.messages, args.connections)) for backend in backends]
+    return 0 if all(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""Open and click endpoints vs a bare ASGI app returning the same bytes (issue 3 §6 b).
+
+Both run under the same server (uvicorn, same worker count, subprocesses) and take the same load: a Python
+generator in another process holding a fixed number of keep-alive connections (raw asyncio sockets), half of
+them fetching open pixels and half following tracked links, each with its own recipient's token. Prints both
+requests/s and the ratio (target >= 50%), then checks every accepted event is a campaign_events row within a
+second of the load stopping.
+
+    python -m bench.tracking_endpoints [--backend sqlite|postgres] [--workers 1] [--seconds 5] [--concurrency 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+SECRET = "bench-secret-" + "b" * 40
+LINK_URL = "https://shop.example/summer-sale?utm_source=clarion"
+PG_ADMIN_URL = os.environ.get("CLARION_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+# --- the baseline: a bare ASGI app answering with the very same bytes -------------------------------------------
+
+def _bare_app() -> Any:
+    from clarion.tracking.public_endpoints import NO_STORE, PIXEL_GIF
+
+    gif_headers = [(b"content-type", b"image/gif"), (b"content-length", str(len(PIXEL_GIF)).encode()),
+                   *((k.lower().encode(), v.encode()) for k, v in NO_STORE.items())]
+    redirect_headers = [(b"location", LINK_URL.encode()), (b"content-length", b"0"),
+                        *((k.lower().encode(), v.encode()) for k, v in NO_STORE.items())]
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"].startswith("/t/o/"):
+            await send({"type": "http.response.start", "status": 200, "headers": gif_headers})
+            await send({"type": "http.response.body", "body": PIXEL_GIF})
+        else:
+            await send({"type": "http.response.start", "status": 302, "headers": redirect_headers})
+            await send({"type": "http.response.body", "body": b""})
+
+    return app
+
+
+def bare_app_factory() -> Any:
+    return _bare_app()
+
+
+# --- setup: a campaign whose recipients were sent, and their tracking paths ----------------------------------
+
+async def _seed(database_url: str, recipients: int) -> tuple[list[str], str]:
+    from clarion.audience import service as audience
+    from clarion.audience.schemas import ContactCreate
+    from clarion.campaign import sending
+    from clarion.campaign import service as campaigns
+    from clarion.campaign.schemas import CampaignCreate, RecipientsAdd
+    from clarion.db import Database
+    from clarion.kit import tracking_urls
+    from clarion.kit.clock import utcnow
+    from clarion.tenancy import service as tenancy
+
+    db = Database(database_url)
+    async with db.transaction() as session:
+        tenant = await tenancy.create_tenant(session, "Bench")
+        contact_ids = [(await audience.create_contact(session, tenant.id, ContactCreate(
+            email=f"reader{i}@example.com"))).id for i in range(recipients)]
+        campaign = await campaigns.create_campaign(session, tenant.id, CampaignCreate(name="Bench", channel="email"))
+        await campaigns.add_recipients(session, tenant.id, campaign.id, RecipientsAdd(contact_ids=contact_ids))
+        await campaigns.start(session, tenant.id, campaign.id)
+    async with db.transaction() as session:
+        claimed = await sending.claim_due(session, now=utcnow(), limit=recipients, lease_owner="bench",
+                                          lease_seconds=600, campaign_id=campaign.id)
+    async with db.transaction() as session:
+        await sending.record_outcomes(session, [sending.SendOutcome(recipient_id=c.id, ok=True,
+                                                                    provider_message_id=f"<b{c.id}@bench>")
+                                                for c in claimed], now=utcnow(), lease_owner="bench")
+        link_id = (await sending.register_links(session, tenant_id=tenant.id, campaign_id=campaign.id,
+                                                urls=[LINK_URL]))[LINK_URL]
+    await db.dispose()
+    paths = []
+    for c in claimed:
+        paths.append(tracking_urls.open_url("", SECRET, c.id))
+        paths.append(tracking_urls.click_url("", SECRET, c.id, link_id))
+    return paths, str(campaign.id)
+
+
+async def _count_events(database_url: str, campaign_id: str) -> int:
+    from sqlalchemy import func, select
+
+    from clarion.db import Database
+    from clarion.models import CampaignEvent
+
+    db = Database(database_url)
+    try:
+        async with db.transaction() as session:
+            stmt = select(func.count()).select_from(CampaignEvent).where(
+                CampaignEvent.campaign_id == uuid.UUID(campaign_id), CampaignEvent.type.in_(("opened", "clicked")))
+            return int((await session.execute(stmt)).scalar_one())
+    finally:
+        await db.dispose()
+
+
+# --- the load generator (runs in its own process) ------------------------------------------------------------
+
+async def _connection(port: int, paths: list[str], offset: int, deadline: float, counts: dict[str, int]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    agent = "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"
+    i = offset
+    try:
+        while time.perf_counter() < deadline:
+            path = paths[i % len(paths)]
+            i += 1
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\nUser-Agent: {agent}\r\n\r\n".encode())
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            if length:
+                await reader.readexactly(length)
+            counts[str(status)] = counts.get(str(status), 0) + 1
+    finally:
+        writer.close()
+
+
+async def _load(port: int, paths: list[str], concurrency: int, seconds: float) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    started = time.perf_counter()
+    deadline = started + seconds
+    step = max(1, len(paths) // concurrency)
+    await asyncio.gather(*(_connection(port, paths, n * step, deadline, counts) for n in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    total = sum(counts.values())
+    return {"requests": total, "seconds": elapsed, "rps": total / elapsed, "statuses": counts}
+
+
+def _load_main(args: argparse.Namespace) -> None:
+    paths = json.loads(Path(args.paths_file).read_text())
+    print(json.dumps(asyncio.run(_load(args.port, paths, args.concurrency, args.seconds))))
+
+
+# --- orchestration ----------------------------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    until = time.monotonic() + timeout
+    while time.monotonic() < until:
+        if process.poll() is not None:
+            raise RuntimeError("the server exited before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+def _serve(target: str, port: int, workers: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "uvicorn", target, "--factory", "--host", "127.0.0.1", "--port", str(port),
+               "--workers", str(workers), "--log-level", "warning", "--no-access-log"]
+    return subprocess.Popen(command, env=env)
+
+
+def _run_load(port: int, paths_file: str, args: argparse.Namespace) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, "-m", "bench.tracking_endpoints", "--load", "--port", str(port),
+                          "--paths-file", paths_file, "--concurrency", str(args.concurrency),
+                          "--seconds", str(args.seconds)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _measure(target: str, env: dict[str, str], paths_file: str, args: argparse.Namespace) -> dict[str, Any]:
+    port = _free_port()
+    server = _serve(target, port, args.workers, env)
+    try:
+        _wait_listening(port, server)
+        return _run_load(port, paths_file, args)
+    finally:
+        server.terminate()  # SIGTERM: uvicorn shuts down cleanly, the tracking lifespan flushes its buffer
+        server.wait(timeout=30)
+
+
+def _database(backend: str, workdir: Path) -> tuple[str, Any]:
+    from clarion.migrate import upgrade
+
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
+        upgrade(url)
+        return url, lambda: None
+    import psycopg
+
+    name = f"clarion_bench_{os.getpid()}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
+    upgrade(url)
+
+    def drop() -> None:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    return url, drop
+
+
+def _bench(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        url, drop = _database(args.backend, workdir)
+        try:
+            paths, campaign_id = asyncio.run(_seed(url, args.recipients))
+            paths_file = workdir / "paths.json"
+            paths_file.write_text(json.dumps(paths))
+            env = {**os.environ, "CLARION_DATABASE_URL": url, "CLARION_SECRET_KEY": SECRET,
+                   "CLARION_DATA_DIR": str(workdir / "data"), "PYTHONPATH": os.getcwd()}
+            bare = _measure("bench.tracking_endpoints:bare_app_factory", env, str(paths_file), args)
+
+            # Clarion's server is left running while events are counted: durability must not wait for shutdown.
+            port = _free_port()
+            server = _serve("clarion.app:create_app", port, args.workers, env)
+            try:
+                _wait_listening(port, server)
+                ours = _run_load(port, str(paths_file), args)
+                stopped = time.perf_counter()
+                accepted = ours["statuses"].get("200", 0) + ours["statuses"].get("302", 0)
+                stored = asyncio.run(_count_events(url, campaign_id))
+                while stored < accepted and time.perf_counter() - stopped < 1.0:
+                    time.sleep(0.05)
+                    stored = asyncio.run(_count_events(url, campaign_id))
+                durable_after = time.perf_counter() - stopped
+            finally:
+                server.terminate()
+                server.wait(timeout=30)
+        finally:
+            drop()
+    ratio = ours["rps"] / bare["rps"]
+    print(f"backend={args.backend} workers={args.workers} concurrency={args.concurrency} seconds={args.seconds}")
+    print(f"bare ASGI:        {bare['rps']:9.0f} req/s  ({bare['requests']} requests, {bare['statuses']})")
+    print(f"clarion /t/o,/t/c:{ours['rps']:9.0f} req/s  ({ours['requests']} requests, {ours['statuses']})")
+    print(f"ratio: {ratio:.0%} (target >= 50%) -> {'OK' if ratio >= 0.5 else 'BELOW TARGET'}")
+    durable = stored >= accepted
+    print(f"events durable: {stored}/{accepted} rows within {durable_after:.2f}s of the load stopping "
+          f"-> {'OK' if durable else 'NOT DURABLE WITHIN 1 s'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--recipients", type=int, default=500)
+    parser.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--paths-file", help=argparse.SUPPRESS)
+    args, _ = parser.parse_known_args(argv)
+    if args.load:
+        _load_main(args)
+    else:
+        _bench(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

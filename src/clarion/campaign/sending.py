@@ -1,0 +1,414 @@
+"""The campaign side of sending: claims under a lease, outcomes, events, counters, and the campaign ticks.
+
+The dispatcher (delivery) claims due recipients, commits, sends, then records the outcomes in a second
+transaction. Tracking endpoints and webhooks record events. Every change to a recipient's status moves the
+campaign's counters in the same transaction, so the counters always equal what the recipients say:
+
+    total_target = every recipient          pending   = status pending or sending
+    sent         = sent_at is set           delivered = delivered_at is set (implied by any human engagement)
+    opened       = opened_at is set         clicked   = clicked_at is set   (first HUMAN open / click)
+    converted    = converted_at is set      opened_total / clicked_total = sum of open_count / click_count
+    failed, bounced, skipped = that status  (cancelled recipients have no counter of their own)
+
+Works across tenants (workers, tracking); the tenant of each row travels with it. Flushes, never commits.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clarion.campaign import planning, service
+from clarion.campaign import sending_repository as repo
+from clarion.campaign.repository import PlanningRepo
+from clarion.errors import NotFound
+from clarion.kit.clock import utcnow
+from clarion.tenancy import service as tenancy
+from clarion.worker import backoff_delay
+
+# A recipient's status only moves forward along this chain …
+FORWARD_RANK = {"pending": 0, "sending": 0, "sent": 1, "delivered": 2, "opened": 3, "clicked": 4, "converted": 5}
+# … and these end it.
+TERMINAL = frozenset({"failed", "bounced", "skipped", "cancelled"})
+# Delivery failures a provider may report after the send; they end a message that was sent or delivered.
+_LATE_FAILURES = {"bounced": "bounced", "failed": "failed"}
+_TIMESTAMP_OF = {"delivered": "delivered_at", "opened": "opened_at", "clicked": "clicked_at",
+                 "converted": "converted_at"}
+_FIRST_COUNTER = {"delivered": "delivered", "opened": "opened", "clicked": "clicked", "converted": "converted"}
+
+RETRY_BASE_SECONDS = 60.0
+RETRY_CAP_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class ClaimedRecipient:
+    id: int
+    tenant_id: uuid.UUID
+    campaign_id: uuid.UUID
+    contact_id: uuid.UUID
+    channel: str
+    email: str | None
+    phone: str | None
+    attempt: int
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    recipient_id: int
+    ok: bool
+    provider_message_id: str | None = None
+    transient: bool = False
+    error: str | None = None
+    cost: int = 0
+
+
+@dataclass(frozen=True)
+class RecipientRef:
+    id: int
+    tenant_id: uuid.UUID
+    campaign_id: uuid.UUID
+    contact_id: uuid.UUID
+    channel: str
+    status: str
+    sent_at: datetime | None
+    email: str | None
+    phone: str | None
+
+
+@dataclass(frozen=True)
+class LinkRef:
+    id: int
+    tenant_id: uuid.UUID
+    campaign_id: uuid.UUID
+    url: str
+
+
+@dataclass(frozen=True)
+class SendingCampaign:
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    name: str
+    channel: str
+    status: str
+    template_id: uuid.UUID | None
+    from_email: str | None
+    from_name: str | None
+    reply_to: str | None
+    channel_config_id: uuid.UUID | None
+    track_opens: bool
+    track_clicks: bool
+    template_name: str | None
+    language_code: str | None
+    template_components: list[Any] | None
+
+
+def _event(tenant_id: uuid.UUID, campaign_id: uuid.UUID, recipient_id: int | None, contact_id: uuid.UUID | None,
+           type_: str, at: datetime, metadata: dict[str, Any] | None = None,
+           provider_message_id: str | None = None) -> dict[str, Any]:
+    return {"tenant_id": tenant_id, "campaign_id": campaign_id, "recipient_id": recipient_id,
+            "contact_id": contact_id, "type": type_, "occurred_at": at, "metadata": metadata,
+            "provider_message_id": provider_message_id}
+
+
+def is_machine(metadata: dict[str, Any] | None) -> bool:
+    """Tracking flags prefetchers and scanners as {"flags": {"machine": true}}."""
+    flags = (metadata or {}).get("flags") or {}
+    return bool(flags.get("machine")) if isinstance(flags, dict) else False
+
+
+# --- claims -------------------------------------------------------------------------------------------------
+
+def _quota_left(campaign: repo.DueCampaign, today: date) -> int | None:
+    if not campaign.daily_send_limit:
+        return None
+    used = campaign.daily_sent_count if campaign.daily_sent_date == today else 0
+    return max(0, campaign.daily_send_limit - used)
+
+
+async def claim_due(session: AsyncSession, *, now: datetime, limit: int, lease_owner: str, lease_seconds: int,
+                    campaign_id: uuid.UUID | None = None) -> list[ClaimedRecipient]:
+    """Lease up to `limit` due recipients of running campaigns (all tenants), higher priority first.
+
+    Due recipients whose contact is no longer reachable on the channel are marked `skipped` on the way. The
+    caller commits before sending, so the lease is visible to every other worker.
+    """
+    claimed: list[ClaimedRecipient] = []
+    lease_until = now + timedelta(seconds=lease_seconds)
+    today = now.date()
+    for campaign in await repo.campaigns_with_due_recipients(session, now=now, campaign_id=campaign_id):
+        room = limit - len(claimed)
+        if room <= 0:
+            break
+        # In local time each recipient's send_after already holds its own window; otherwise the UTC window
+        # must be open now (leftovers from an earlier day wait for the next opening).
+        if not campaign.local_time and not planning.SendWindow.of(campaign).is_open(now):
+            continue
+        quota = _quota_left(campaign, today)
+        if quota is not None:
+            room = min(room, quota)
+        if room <= 0:
+            continue
+        await _skip_unreachable(session, campaign, now=now, limit=room)
+        rows = await repo.claim(session, campaign, now=now, limit=room, lease_owner=lease_owner,
+                                lease_until=lease_until)
+        if rows and campaign.daily_send_limit:
+            await repo.use_daily_quota(session, campaign.id, today=today, used=len(rows))
+        claimed.extend(ClaimedRecipient(id=r.id, tenant_id=r.tenant_id, campaign_id=r.campaign_id,
+                                        contact_id=r.contact_id, channel=campaign.channel, email=r.email,
+                                        phone=r.phone, attempt=r.retry_count + 1) for r in rows)
+    return claimed
+
+
+async def _skip_unreachable(session: AsyncSession, campaign: repo.DueCampaign, *, now: datetime,
+                            limit: int) -> None:
+    skipped = await repo.skip_unreachable(session, campaign, now=now, limit=limit)
+    if not skipped:
+        return
+    await repo.add_counters(session, campaign.id, skipped=len(skipped), pending=-len(skipped))
+    await repo.insert_events(session, [_event(r.tenant_id, r.campaign_id, r.id, r.contact_id, "skipped", now,
+                                              {"reason": f"not reachable on {campaign.channel}"})
+                                       for r in skipped])
+
+
+async def release_expired_leases(session: AsyncSession, *, now: datetime) -> int:
+    """Crash recovery: `sending` rows whose lease ran out go back to `pending` (and are claimed again)."""
+    return await repo.release_expired(session, now=now)
+
+
+# --- outcomes -----------------------------------------------------------------------------------------------
+
+@dataclass
+class _Tally:
+    tenant_id: uuid.UUID
+    sent: int = 0
+    failed: int = 0
+    withdrawn: int = 0
+    spent: int = 0
+    succeeded: bool = False
+    trailing_failures: int = 0
+    per_day: dict[date, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+
+
+async def record_outcomes(session: AsyncSession, outcomes: list[SendOutcome], *, now: datetime,
+                          lease_owner: str) -> None:
+    """Record what the sends did. Only rows still `sending` under `lease_owner` change: a row whose lease
+    expired and was claimed again belongs to its new owner, and is never marked sent twice."""
+    held = {h.id: h for h in await repo.held_by(session, [o.recipient_id for o in outcomes], lease_owner)}
+    if not held:
+        return
+    states = await repo.campaign_states(session, {h.campaign_id for h in held.values()})
+    sent_rows: list[dict[str, Any]] = []
+    retry_rows: list[dict[str, Any]] = []
+    failed_rows: list[dict[str, Any]] = []
+    withdrawn_rows: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    tallies: dict[uuid.UUID, _Tally] = {}
+    for outcome in outcomes:
+        row = held.pop(outcome.recipient_id, None)
+        if row is None:
+            continue
+        status, max_attempts = states[row.campaign_id]
+        tally = tallies.setdefault(row.campaign_id, _Tally(row.tenant_id))
+        tally.spent += outcome.cost
+        attempt = row.retry_count + 1
+        if outcome.ok:
+            tally.sent += 1
+            tally.succeeded, tally.trailing_failures = True, 0
+            sent_rows.append({"rid": row.id, "pmid": outcome.provider_message_id})
+            events.append(_event(row.tenant_id, row.campaign_id, row.id, row.contact_id, "sent", now,
+                                 {"attempt": attempt}, outcome.provider_message_id))
+            _count_day(tally, row.scheduled_send_date, sent=1)
+            continue
+        tally.trailing_failures += 1
+        reason = (outcome.error or "send failed")[:2000]
+        if outcome.transient and status == "cancelled":
+            # The campaign was cancelled while this send was in flight: withdraw it instead of retrying.
+            tally.withdrawn += 1
+            withdrawn_rows.append({"rid": row.id, "reason": reason})
+            _count_day(tally, row.scheduled_send_date, sent=0)
+        elif outcome.transient and attempt < max_attempts:
+            retry_at = now + backoff_delay(attempt, base=RETRY_BASE_SECONDS, cap=RETRY_CAP_SECONDS)
+            retry_rows.append({"rid": row.id, "reason": reason, "retry_at": retry_at})
+        else:
+            tally.failed += 1
+            failed_rows.append({"rid": row.id, "reason": reason})
+            events.append(_event(row.tenant_id, row.campaign_id, row.id, row.contact_id, "failed", now,
+                                 {"error": reason, "attempt": attempt, "transient": outcome.transient}))
+            _count_day(tally, row.scheduled_send_date, sent=0)
+    await repo.mark_sent(session, sent_rows, now=now)
+    await repo.mark_retry(session, retry_rows, now=now)
+    await repo.mark_finished(session, failed_rows, status="failed", now=now)
+    await repo.mark_finished(session, withdrawn_rows, status="cancelled", now=now)
+    await repo.insert_events(session, events)
+    for campaign_id, tally in tallies.items():
+        await _apply_tally(session, campaign_id, tally, status=states[campaign_id][0])
+
+
+def _count_day(tally: _Tally, day: date | None, *, sent: int) -> None:
+    if day is not None:
+        tally.per_day[day][0] += sent
+        tally.per_day[day][1] += 1
+
+
+async def _apply_tally(session: AsyncSession, campaign_id: uuid.UUID, tally: _Tally, *, status: str) -> None:
+    finished = tally.sent + tally.failed + tally.withdrawn
+    await repo.add_counters(session, campaign_id, sent=tally.sent, failed=tally.failed, pending=-finished,
+                            spent=tally.spent)
+    for day, (sent, handled) in tally.per_day.items():
+        await repo.count_schedule_progress(session, campaign_id, day, sent=sent, handled=handled)
+    run = await repo.record_streak(session, campaign_id, reset=tally.succeeded, failures=tally.trailing_failures)
+    if run >= 0 and status == "running":
+        await service.transition(session, tally.tenant_id, campaign_id, "pause",
+                                 reason=f"paused automatically after {run} consecutive send failures")
+
+
+# --- events -------------------------------------------------------------------------------------------------
+
+async def record_event(session: AsyncSession, *, tenant_id: uuid.UUID, campaign_id: uuid.UUID,
+                       recipient_id: int | None, type: str, occurred_at: datetime,
+                       metadata: dict[str, Any] | None = None, provider_message_id: str | None = None,
+                       counts: bool = True) -> bool:
+    """Append an event; move the recipient forward only, with the campaign's counters in the same transaction.
+
+    Replays and out-of-order arrivals change nothing twice: a timestamp is set once, a status never goes
+    back, and the unique counters follow the timestamps. Machine (flagged) opens and clicks count in
+    open_count / click_count and the *_total counters only. `counts=False` appends the event and nothing else.
+    Returns whether the recipient's status moved. NotFound when the recipient is not the campaign's.
+    """
+    if recipient_id is None:
+        await repo.insert_events(session, [_event(tenant_id, campaign_id, None, None, type, occurred_at, metadata,
+                                                  provider_message_id)])
+        return False
+    # Writing the event first takes SQLite's write lock before the recipient is read; PostgreSQL locks the row.
+    if not await repo.insert_recipient_event(session, _event(tenant_id, campaign_id, recipient_id, None, type,
+                                                             occurred_at, metadata, provider_message_id)):
+        raise NotFound(f"recipient {recipient_id} of campaign {campaign_id} not found")
+    if not counts:
+        return False
+    recipient = await repo.lock_recipient(session, recipient_id, campaign_id=campaign_id, tenant_id=tenant_id)
+    assert recipient is not None  # the event insert above found it
+    status = recipient.status
+    if status in TERMINAL or FORWARD_RANK[status] == 0:
+        return False  # never sent, or finished: the event is history, nothing moves
+    values: dict[str, Any] = {}
+    deltas: dict[str, int] = {}
+    machine = type in ("opened", "clicked") and is_machine(metadata)
+    if type == "opened":
+        values["open_count"] = recipient.open_count + 1
+        deltas["opened_total"] = 1
+    elif type == "clicked":
+        values["click_count"] = recipient.click_count + 1
+        deltas["clicked_total"] = 1
+    moved_to: str | None = None
+    if type in _LATE_FAILURES and status in ("sent", "delivered"):
+        moved_to = _LATE_FAILURES[type]
+        deltas[moved_to] = 1
+        if moved_to == "failed":
+            values["failed_at"] = occurred_at
+        reason = (metadata or {}).get("reason") or (metadata or {}).get("diagnostic")
+        if reason:
+            values["failure_reason"] = str(reason)[:2000]
+    elif type in _TIMESTAMP_OF and not machine:
+        # Engagement proves delivery, so an open before (or without) a delivery report counts as delivered.
+        for stage in ("delivered", type):
+            column = _TIMESTAMP_OF[stage]
+            if getattr(recipient, column) is None and column not in values:
+                values[column] = occurred_at
+                deltas[_FIRST_COUNTER[stage]] = deltas.get(_FIRST_COUNTER[stage], 0) + 1
+        if FORWARD_RANK[type] > FORWARD_RANK[status]:
+            moved_to = type
+    if moved_to is not None:
+        values["status"] = moved_to
+    if values:
+        values["updated_at"] = utcnow()
+        await repo.update_recipient(session, recipient_id, values)
+    await repo.add_counters(session, campaign_id, **deltas)
+    for first in ("opened", "clicked", "converted"):
+        if deltas.get(first):
+            tenancy.emit(session, tenant_id, f"crm.campaign.recipient.{first}",
+                         {"campaign_id": str(campaign_id), "recipient_id": recipient_id,
+                          "contact_id": str(recipient.contact_id)})
+    return moved_to is not None
+
+
+def _ref(row: tuple[Any, ...] | None) -> RecipientRef | None:
+    return RecipientRef(*row) if row is not None else None
+
+
+async def get_recipient_ref(session: AsyncSession, recipient_id: int) -> RecipientRef | None:
+    return _ref(await repo.recipient_ref(session, recipient_id=recipient_id))
+
+
+async def find_recipient_by_provider_message_id(session: AsyncSession,
+                                                provider_message_id: str) -> RecipientRef | None:
+    return _ref(await repo.recipient_ref(session, provider_message_id=provider_message_id))
+
+
+# --- links and money ----------------------------------------------------------------------------------------
+
+async def register_links(session: AsyncSession, *, tenant_id: uuid.UUID, campaign_id: uuid.UUID,
+                         urls: list[str]) -> dict[str, int]:
+    """url → link id for the campaign, creating the missing ones (one upsert, one select)."""
+    distinct = list(dict.fromkeys(urls))
+    if not distinct:
+        return {}
+    return await repo.upsert_links(session, tenant_id=tenant_id, campaign_id=campaign_id, urls=distinct)
+
+
+async def get_link(session: AsyncSession, link_id: int) -> LinkRef | None:
+    row = await repo.link(session, link_id)
+    return LinkRef(*row) if row is not None else None
+
+
+async def add_revenue(session: AsyncSession, *, tenant_id: uuid.UUID, campaign_id: uuid.UUID,
+                      recipient_id: int | None, amount: int) -> None:
+    """campaign.revenue += amount (minor units of the campaign's currency), in SQL. The recipient is named for
+    the record; the conversion event itself is record_event's."""
+    if not await repo.add_revenue(session, tenant_id=tenant_id, campaign_id=campaign_id, amount=amount):
+        raise NotFound(f"campaign {campaign_id} not found")
+
+
+# --- campaign ticks -----------------------------------------------------------------------------------------
+
+async def start_due_campaigns(session: AsyncSession, *, now: datetime) -> list[uuid.UUID]:
+    """Scheduled campaigns whose time has come start running, planned first if they were not yet."""
+    started: list[uuid.UUID] = []
+    today = now.date()
+    for campaign_id, tenant_id in await repo.due_scheduled_campaigns(session, now=now, today=today):
+        campaign = await service.get_campaign(session, tenant_id, campaign_id, for_update=True)
+        if campaign.status != "scheduled":
+            continue  # another worker got there first (SQLite has no SKIP LOCKED)
+        if await PlanningRepo(session, tenant_id).count_pending(campaign_id, unplanned_only=True):
+            await planning.lay_out(session, campaign, start_date=max(campaign.start_date or today, today))
+        await service.transition(session, tenant_id, campaign_id, "start")
+        started.append(campaign_id)
+    return started
+
+
+async def complete_finished_campaigns(session: AsyncSession, *, now: datetime) -> list[uuid.UUID]:
+    """Running campaigns with no recipient pending or sending are completed (completed_at, event)."""
+    completed: list[uuid.UUID] = []
+    for campaign_id, tenant_id in await repo.finished_running_campaigns(session):
+        campaign = await service.get_campaign(session, tenant_id, campaign_id, for_update=True)
+        if campaign.status != "running" or await repo.has_unsent(session, campaign_id):
+            continue
+        await service.transition(session, tenant_id, campaign_id, "complete")
+        completed.append(campaign_id)
+    return completed
+
+
+async def campaign_for_sending(session: AsyncSession, campaign_id: uuid.UUID) -> SendingCampaign:
+    """The campaign as the dispatcher needs it (unscoped, by id). NotFound when it is gone."""
+    c = await repo.sending_campaign(session, campaign_id)
+    if c is None:
+        raise NotFound(f"campaign {campaign_id} not found")
+    return SendingCampaign(
+        id=c.id, tenant_id=c.tenant_id, name=c.name, channel=c.channel, status=c.status, template_id=c.template_id,
+        from_email=c.from_email, from_name=c.from_name, reply_to=c.reply_to, channel_config_id=c.channel_config_id,
+        track_opens=c.track_opens, track_clicks=c.track_clicks, template_name=c.template_name,
+        language_code=c.language_code, template_components=c.template_components)

@@ -1,0 +1,378 @@
+"""Every query of the send side of campaigns: claims, leases, outcomes, events, links.
+
+UNSCOPED: workers, tracking endpoints and webhooks act across all tenants, naming rows by id; each row they
+touch carries its tenant_id, which they pass on. Nothing here takes a tenant from a request.
+
+Claims are one UPDATE … RETURNING per campaign. On PostgreSQL the rows are chosen by a sub-select with
+FOR UPDATE OF campaign_recipients SKIP LOCKED, so concurrent workers take different rows and never wait on
+each other; on SQLite the single statement runs under the database's write lock, which serialises claimers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Select,
+    String,
+    Uuid,
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clarion.audience import service as audience
+from clarion.kit.types import JSONType, UTCDateTime
+from clarion.models import (
+    Campaign,
+    CampaignEvent,
+    CampaignLink,
+    CampaignRecipient,
+    CampaignSendSchedule,
+    Contact,
+)
+
+R = CampaignRecipient
+_NO_SYNC = {"synchronize_session": False}
+
+# Which contact column must still hold an address for a channel to reach the contact.
+_CONTACT_ADDRESS = {"email": Contact.email, "sms": Contact.phone, "whatsapp": Contact.phone}
+_RECIPIENT_ADDRESS = {"email": R.email, "sms": R.phone, "whatsapp": R.phone}
+
+
+def dialect(session: AsyncSession) -> str:
+    return session.get_bind().dialect.name
+
+
+def _skip_locked(session: AsyncSession, stmt: Select[Any]) -> Select[Any]:
+    """Lock the chosen recipient rows only (never the joined campaign); a no-op on SQLite."""
+    if dialect(session) == "postgresql":
+        return stmt.with_for_update(skip_locked=True, of=R)
+    return stmt
+
+
+def _locked(session: AsyncSession, stmt: Select[Any]) -> Select[Any]:
+    return stmt.with_for_update(of=R) if dialect(session) == "postgresql" else stmt
+
+
+def _insert(session: AsyncSession, table: Any) -> Any:
+    return (postgresql.insert if dialect(session) == "postgresql" else sqlite.insert)(table)
+
+
+@dataclass(frozen=True)
+class DueCampaign:
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    channel: str
+    priority: int
+    daily_send_limit: int | None
+    daily_sent_date: date | None
+    daily_sent_count: int
+    send_window: dict[str, Any] | None
+    local_time: bool
+
+
+@dataclass(frozen=True)
+class ClaimedRow:
+    id: int
+    tenant_id: uuid.UUID
+    campaign_id: uuid.UUID
+    contact_id: uuid.UUID
+    email: str | None
+    phone: str | None
+    retry_count: int
+
+
+@dataclass(frozen=True)
+class HeldRow:
+    """A recipient still `sending` under the caller's lease, as record_outcomes needs it."""
+
+    id: int
+    tenant_id: uuid.UUID
+    campaign_id: uuid.UUID
+    contact_id: uuid.UUID
+    retry_count: int
+    scheduled_send_date: date | None
+
+
+def _due(now: datetime) -> Any:
+    return and_(R.status == "pending", R.send_after.is_not(None), R.send_after <= now)
+
+
+def reachable(channel: str) -> Any:
+    """SQL condition on a recipient row: its contact is still subscribed on `channel` and has the address."""
+    contact_ok = select(Contact.id).where(Contact.id == R.contact_id, audience.subscribed_on(channel))
+    if channel in _CONTACT_ADDRESS:
+        contact_ok = contact_ok.where(_CONTACT_ADDRESS[channel].is_not(None))
+    condition = exists(contact_ok)
+    if channel in _RECIPIENT_ADDRESS:
+        condition = and_(condition, _RECIPIENT_ADDRESS[channel].is_not(None))
+    return condition
+
+
+# --- claims -------------------------------------------------------------------------------------------------
+
+async def campaigns_with_due_recipients(session: AsyncSession, *, now: datetime,
+                                        campaign_id: uuid.UUID | None) -> list[DueCampaign]:
+    """Running campaigns that have a due pending recipient, highest priority first (then oldest)."""
+    stmt = (select(Campaign.id, Campaign.tenant_id, Campaign.channel, Campaign.priority, Campaign.daily_send_limit,
+                   Campaign.daily_sent_date, Campaign.daily_sent_count, Campaign.send_window, Campaign.local_time)
+            .where(Campaign.status == "running",
+                   exists(select(R.id).where(R.campaign_id == Campaign.id, _due(now))))
+            .order_by(Campaign.priority.desc(), Campaign.id))
+    if campaign_id is not None:
+        stmt = stmt.where(Campaign.id == campaign_id)
+    return [DueCampaign(*row) for row in (await session.execute(stmt)).all()]
+
+
+async def skip_unreachable(session: AsyncSession, campaign: DueCampaign, *, now: datetime,
+                           limit: int) -> list[ClaimedRow]:
+    """Mark up to `limit` due recipients `skipped` whose contact can no longer be reached on the channel."""
+    channel = campaign.channel
+    chosen = (select(R.id).where(R.campaign_id == campaign.id, _due(now), not_(reachable(channel)))
+              .order_by(R.id).limit(limit))
+    still_subscribed = exists(select(Contact.id).where(Contact.id == R.contact_id, audience.subscribed_on(channel)))
+    reason = case((still_subscribed, f"no {channel} address"), else_=f"no longer subscribed to {channel}")
+    stmt = (update(R).where(R.id.in_(_skip_locked(session, chosen).scalar_subquery()))
+            .values(status="skipped", failure_reason=reason, updated_at=now)
+            .returning(R.id, R.tenant_id, R.campaign_id, R.contact_id, R.email, R.phone, R.retry_count))
+    return [ClaimedRow(*row) for row in (await session.execute(stmt, execution_options=_NO_SYNC)).all()]
+
+
+async def claim(session: AsyncSession, campaign: DueCampaign, *, now: datetime, limit: int, lease_owner: str,
+                lease_until: datetime) -> list[ClaimedRow]:
+    """Lease up to `limit` due, reachable recipients of one campaign (status → sending), lowest id first."""
+    chosen = (select(R.id).where(R.campaign_id == campaign.id, _due(now), reachable(campaign.channel))
+              .order_by(R.id).limit(limit))
+    stmt = (update(R).where(R.id.in_(_skip_locked(session, chosen).scalar_subquery()))
+            .values(status="sending", lease_owner=lease_owner, lease_expires_at=lease_until, updated_at=now)
+            .returning(R.id, R.tenant_id, R.campaign_id, R.contact_id, R.email, R.phone, R.retry_count))
+    rows = [ClaimedRow(*row) for row in (await session.execute(stmt, execution_options=_NO_SYNC)).all()]
+    rows.sort(key=lambda r: r.id)  # RETURNING order is unspecified
+    return rows
+
+
+async def use_daily_quota(session: AsyncSession, campaign_id: uuid.UUID, *, today: date, used: int) -> None:
+    """Count `used` sends against today's quota (the count restarts on a new day)."""
+    stmt = (update(Campaign).where(Campaign.id == campaign_id)
+            .values(daily_sent_count=case((Campaign.daily_sent_date == today, Campaign.daily_sent_count),
+                                          else_=0) + used,
+                    daily_sent_date=today))
+    await session.execute(stmt, execution_options=_NO_SYNC)
+
+
+async def release_expired(session: AsyncSession, *, now: datetime) -> int:
+    expired = select(R.id).where(R.status == "sending", R.lease_expires_at < now)
+    stmt = (update(R).where(R.id.in_(_skip_locked(session, expired).scalar_subquery()))
+            .values(status="pending", lease_owner=None, lease_expires_at=None, updated_at=now))
+    return int((await session.execute(stmt, execution_options=_NO_SYNC)).rowcount or 0)
+
+
+# --- outcomes -----------------------------------------------------------------------------------------------
+
+async def held_by(session: AsyncSession, ids: list[int], lease_owner: str) -> list[HeldRow]:
+    """The given recipients still `sending` under `lease_owner`, locked until the transaction ends."""
+    if not ids:
+        return []
+    stmt = _locked(session, select(R.id, R.tenant_id, R.campaign_id, R.contact_id, R.retry_count,
+                                   R.scheduled_send_date)
+                   .where(R.id.in_(ids), R.status == "sending", R.lease_owner == lease_owner))
+    return [HeldRow(*row) for row in (await session.execute(stmt)).all()]
+
+
+def _by_id() -> Any:
+    return R.__table__.c.id == bindparam("rid")
+
+
+async def mark_sent(session: AsyncSession, rows: list[dict[str, Any]], *, now: datetime) -> None:
+    """rows: {"rid", "pmid"}. Caller checked the lease (held_by) in this transaction."""
+    if rows:
+        stmt = (update(R.__table__).where(_by_id())
+                .values(status="sent", sent_at=now, provider_message_id=bindparam("pmid"), failure_reason=None,
+                        lease_owner=None, lease_expires_at=None, updated_at=now))
+        await session.execute(stmt, rows)
+
+
+async def mark_retry(session: AsyncSession, rows: list[dict[str, Any]], *, now: datetime) -> None:
+    """rows: {"rid", "reason", "retry_at"}: back to pending, one more attempt counted."""
+    if rows:
+        table = R.__table__
+        stmt = (update(table).where(_by_id())
+                .values(status="pending", retry_count=table.c.retry_count + 1, failure_reason=bindparam("reason"),
+                        send_after=bindparam("retry_at"), lease_owner=None, lease_expires_at=None, updated_at=now))
+        await session.execute(stmt, rows)
+
+
+async def mark_finished(session: AsyncSession, rows: list[dict[str, Any]], *, status: str, now: datetime) -> None:
+    """rows: {"rid", "reason"}: a final status without a send (failed, cancelled)."""
+    if rows:
+        table = R.__table__
+        stmt = (update(table).where(_by_id())
+                .values(status=status, retry_count=table.c.retry_count + 1, failure_reason=bindparam("reason"),
+                        failed_at=now if status == "failed" else None, lease_owner=None, lease_expires_at=None,
+                        updated_at=now))
+        await session.execute(stmt, rows)
+
+
+async def campaign_states(session: AsyncSession, campaign_ids: set[uuid.UUID]) -> dict[uuid.UUID, tuple[str, int]]:
+    """campaign id → (status, max_attempts)."""
+    stmt = select(Campaign.id, Campaign.status, Campaign.max_attempts).where(Campaign.id.in_(campaign_ids))
+    return {row[0]: (row[1], row[2]) for row in (await session.execute(stmt)).all()}
+
+
+async def add_counters(session: AsyncSession, campaign_id: uuid.UUID, **deltas: int) -> None:
+    """Atomic `counter = counter + delta` on one campaign, in SQL."""
+    deltas = {name: delta for name, delta in deltas.items() if delta}
+    if deltas:
+        values = {name: getattr(Campaign, name) + delta for name, delta in deltas.items()}
+        await session.execute(update(Campaign).where(Campaign.id == campaign_id).values(**values),
+                              execution_options=_NO_SYNC)
+
+
+async def record_streak(session: AsyncSession, campaign_id: uuid.UUID, *, reset: bool, failures: int) -> int:
+    """Update the run of consecutive failures (reset first when a send succeeded); returns the new run."""
+    base = 0 if reset else Campaign.consecutive_failures
+    stmt = (update(Campaign).where(Campaign.id == campaign_id).values(consecutive_failures=base + failures)
+            .returning(Campaign.consecutive_failures, Campaign.max_send_errors))
+    run, limit = (await session.execute(stmt, execution_options=_NO_SYNC)).one()
+    return int(run) if int(run) >= int(limit) else -1
+
+
+async def count_schedule_progress(session: AsyncSession, campaign_id: uuid.UUID, send_date: date, *,
+                                  sent: int, handled: int) -> None:
+    """A day's schedule row: `sent` more sent, `handled` fewer remaining (sent, failed or skipped)."""
+    sch = CampaignSendSchedule
+    remaining = func.max(sch.messages_remaining - handled, 0) if dialect(session) == "sqlite" \
+        else func.greatest(sch.messages_remaining - handled, 0)
+    stmt = (update(sch).where(sch.campaign_id == campaign_id, sch.send_date == send_date, sch.batch_number == 1)
+            .values(messages_sent=sch.messages_sent + sent, messages_remaining=remaining,
+                    status=case((sch.messages_remaining - handled <= 0, "completed"), else_="processing")))
+    await session.execute(stmt, execution_options=_NO_SYNC)
+
+
+# --- events -------------------------------------------------------------------------------------------------
+
+async def insert_events(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """rows carry tenant_id, campaign_id, recipient_id, contact_id, type, occurred_at, metadata,
+    provider_message_id (all keys present)."""
+    if rows:
+        await session.execute(CampaignEvent.__table__.insert(), rows)
+
+
+async def insert_recipient_event(session: AsyncSession, row: dict[str, Any]) -> bool:
+    """Insert one event of a recipient, its contact_id copied from the row; False when the recipient is not
+    the campaign's (then nothing is inserted)."""
+    source = select(
+        literal(row["tenant_id"], Uuid()), literal(row["campaign_id"], Uuid()), R.id, R.contact_id,
+        literal(row["type"], String()), literal(row["occurred_at"], UTCDateTime()),
+        literal(row["metadata"], JSONType), literal(row["provider_message_id"], String()),
+    ).where(R.id == row["recipient_id"], R.campaign_id == row["campaign_id"], R.tenant_id == row["tenant_id"])
+    table = CampaignEvent.__table__
+    stmt = table.insert().from_select(
+        ["tenant_id", "campaign_id", "recipient_id", "contact_id", "type", "occurred_at", "metadata",
+         "provider_message_id"], source)
+    result = await session.execute(stmt, execution_options={"preserve_rowcount": True})
+    return bool(result.rowcount)
+
+
+async def lock_recipient(session: AsyncSession, recipient_id: int, *, campaign_id: uuid.UUID,
+                         tenant_id: uuid.UUID) -> CampaignRecipient | None:
+    stmt = (select(R).where(R.id == recipient_id, R.campaign_id == campaign_id, R.tenant_id == tenant_id)
+            .execution_options(populate_existing=True))
+    if dialect(session) == "postgresql":
+        stmt = stmt.with_for_update()
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def update_recipient(session: AsyncSession, recipient_id: int, values: dict[str, Any]) -> None:
+    await session.execute(update(R).where(R.id == recipient_id).values(**values), execution_options=_NO_SYNC)
+
+
+_REF_COLUMNS = (R.id, R.tenant_id, R.campaign_id, R.contact_id, Campaign.channel, R.status, R.sent_at, R.email,
+                R.phone)
+
+
+async def recipient_ref(session: AsyncSession, *, recipient_id: int | None = None,
+                        provider_message_id: str | None = None) -> tuple[Any, ...] | None:
+    stmt = select(*_REF_COLUMNS).join(Campaign, Campaign.id == R.campaign_id)
+    if recipient_id is not None:
+        stmt = stmt.where(R.id == recipient_id)
+    else:
+        stmt = stmt.where(R.provider_message_id == provider_message_id).order_by(R.id).limit(1)
+    row = (await session.execute(stmt)).first()
+    return tuple(row) if row is not None else None
+
+
+# --- campaign ticks -----------------------------------------------------------------------------------------
+
+async def due_scheduled_campaigns(session: AsyncSession, *, now: datetime, today: date) -> list[tuple[Any, ...]]:
+    """(id, tenant_id) of scheduled campaigns whose start time has come; locked (skip-locked on PostgreSQL)."""
+    stmt = select(Campaign.id, Campaign.tenant_id).where(
+        Campaign.status == "scheduled",
+        or_(Campaign.scheduled_at <= now, and_(Campaign.scheduled_at.is_(None), Campaign.start_date <= today)))
+    if dialect(session) == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    return [tuple(row) for row in (await session.execute(stmt)).all()]
+
+
+async def finished_running_campaigns(session: AsyncSession) -> list[tuple[Any, ...]]:
+    """(id, tenant_id) of running campaigns with no recipient pending or sending."""
+    unsent = select(R.id).where(R.campaign_id == Campaign.id, R.status.in_(("pending", "sending")))
+    stmt = select(Campaign.id, Campaign.tenant_id).where(Campaign.status == "running", not_(exists(unsent)))
+    if dialect(session) == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    return [tuple(row) for row in (await session.execute(stmt)).all()]
+
+
+async def has_unsent(session: AsyncSession, campaign_id: uuid.UUID) -> bool:
+    stmt = select(exists(select(R.id).where(R.campaign_id == campaign_id, R.status.in_(("pending", "sending")))))
+    return bool((await session.execute(stmt)).scalar_one())
+
+
+async def sending_campaign(session: AsyncSession, campaign_id: uuid.UUID) -> Campaign | None:
+    return await session.get(Campaign, campaign_id)
+
+
+# --- links and money ----------------------------------------------------------------------------------------
+
+def url_hash(url: str) -> str:
+    return hashlib.sha256(url.encode()).hexdigest()
+
+
+async def upsert_links(session: AsyncSession, *, tenant_id: uuid.UUID, campaign_id: uuid.UUID,
+                       urls: list[str]) -> dict[str, int]:
+    hashes = {url: url_hash(url) for url in urls}
+    stmt = (_insert(session, CampaignLink.__table__)
+            .values([{"tenant_id": tenant_id, "campaign_id": campaign_id, "url": url, "url_hash": digest}
+                     for url, digest in hashes.items()])
+            .on_conflict_do_nothing(index_elements=["campaign_id", "url_hash"]))
+    await session.execute(stmt)
+    found = select(CampaignLink.id, CampaignLink.url).where(
+        CampaignLink.campaign_id == campaign_id, CampaignLink.url_hash.in_(list(hashes.values())))
+    return {url: link_id for link_id, url in (await session.execute(found)).all()}
+
+
+async def link(session: AsyncSession, link_id: int) -> tuple[Any, ...] | None:
+    stmt = select(CampaignLink.id, CampaignLink.tenant_id, CampaignLink.campaign_id, CampaignLink.url).where(
+        CampaignLink.id == link_id)
+    row = (await session.execute(stmt)).first()
+    return tuple(row) if row is not None else None
+
+
+async def add_revenue(session: AsyncSession, *, tenant_id: uuid.UUID, campaign_id: uuid.UUID, amount: int) -> int:
+    stmt = (update(Campaign).where(Campaign.id == campaign_id, Campaign.tenant_id == tenant_id)
+            .values(revenue=Campaign.revenue + amount))
+    return int((await session.execute(stmt, execution_options=_NO_SYNC)).rowcount or 0)

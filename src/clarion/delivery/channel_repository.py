@@ -1,0 +1,97 @@
+"""Queries of channel accounts and of the shared throughput buckets."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, literal_column, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clarion.kit.pagination import PageRows, keyset_page
+from clarion.kit.repository import TenantRepository
+from clarion.models.delivery import ChannelConfig, RateBucket
+
+
+class ChannelConfigRepo(TenantRepository[ChannelConfig]):
+    model = ChannelConfig
+    label = "channel"
+
+    async def page(self, *, channel: str | None, enabled: bool | None, limit: int,
+                   cursor: str | None) -> PageRows[ChannelConfig]:
+        stmt = self.scoped()
+        if channel is not None:
+            stmt = stmt.where(ChannelConfig.channel == channel)
+        if enabled is not None:
+            stmt = stmt.where(ChannelConfig.enabled.is_(enabled))
+        return await keyset_page(self.session, stmt, ChannelConfig.id, limit=limit, cursor=cursor,
+                                 key_type=uuid.UUID)
+
+    async def usable_for(self, channel: str) -> ChannelConfig | None:
+        """The enabled account a send on `channel` uses when none is named: the default, else the oldest."""
+        stmt = (self.scoped()
+                .where(ChannelConfig.channel == channel, ChannelConfig.enabled.is_(True))
+                .order_by(ChannelConfig.is_default.desc(), ChannelConfig.id)
+                .limit(1))
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def name_taken(self, name: str, *, except_id: uuid.UUID | None = None) -> bool:
+        stmt = self.scoped().where(ChannelConfig.name == name)
+        if except_id is not None:
+            stmt = stmt.where(ChannelConfig.id != except_id)
+        return await self.count(stmt) > 0
+
+    async def has_default(self, channel: str) -> bool:
+        stmt = self.scoped().where(ChannelConfig.channel == channel, ChannelConfig.is_default.is_(True))
+        return await self.count(stmt) > 0
+
+    async def clear_default(self, channel: str, *, except_id: uuid.UUID) -> None:
+        """Unmark the other default of `channel`: a tenant has at most one default account per channel."""
+        await self.session.execute(
+            update(ChannelConfig)
+            .where(ChannelConfig.tenant_id == self.tenant_id, ChannelConfig.channel == channel,
+                   ChannelConfig.is_default.is_(True), ChannelConfig.id != except_id)
+            .values(is_default=False)
+            .execution_options(synchronize_session="fetch")
+        )
+
+
+def _db_now_epoch(dialect: str) -> ColumnElement[float]:
+    """The database's clock in epoch seconds (sub-millisecond). Every worker reads the same clock, so machines
+    whose clocks disagree still share one timeline. The one place the two dialects differ."""
+    if dialect == "postgresql":
+        # clock_timestamp(), not now(): now() is the transaction's start, stale after a wait on the row lock.
+        return func.extract("epoch", func.clock_timestamp())
+    # SQLite fixes 'now' for the whole statement, so SET and RETURNING see the same instant.
+    return (func.julianday("now") - 2440587.5) * 86400.0
+
+
+class RateBucketRepo:
+    """Not tenant-scoped: a bucket key names a channel account, which the caller resolved within its tenant."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def advance(self, key: str, cost: float, burst: float) -> tuple[float, float]:
+        """Atomically move the bucket `key` forward by `cost` seconds of budget; returns (the bucket's new
+        next_free_at, the database's now), both epoch seconds.
+
+        One upsert, so concurrent callers serialise on the row (PostgreSQL's row lock, SQLite's write lock)
+        and never see the same budget twice: next_free_at = max(next_free_at, now - burst) + cost. An idle
+        bucket lags at most `burst` seconds behind now, which is the burst it lends."""
+        dialect = self.session.get_bind().dialect.name
+        insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        now = _db_now_epoch(dialect)
+        # GREATEST on PostgreSQL, the two-argument scalar max() on SQLite.
+        greatest = func.greatest if dialect == "postgresql" else func.max
+        # A missing row is a bucket idle forever: it lends its full burst too.
+        stmt = insert(RateBucket).values(key=key, next_free_at=now - burst + cost)
+        # excluded.next_free_at - cost is now - burst, computed once for this statement.
+        earliest = literal_column("excluded.next_free_at") - cost
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[RateBucket.key],
+            set_={"next_free_at": greatest(RateBucket.next_free_at, earliest) + cost},
+        ).returning(RateBucket.next_free_at, now)
+        row = (await self.session.execute(stmt)).one()
+        return float(row[0]), float(row[1])

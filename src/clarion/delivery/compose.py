@@ -1,0 +1,333 @@
+"""Turning one campaign's claimed recipients into ready-to-send messages: render the template for each contact,
+track links and opens, and build the channel's payload (RFC 5322 bytes for email).
+
+No database and no provider here: the dispatcher loads what a batch needs, calls these functions, registers the
+batch's links in between, and sends. A recipient whose message cannot be made fails alone (`Composed.error`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.utils import formataddr
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import css_inline
+
+from clarion.content import rendering
+from clarion.delivery.channels.base import EmailPayload, OutgoingMessage, TextPayload
+from clarion.delivery.email_message import build_email
+from clarion.kit import tracking_urls
+from clarion.kit.signing import signer_for
+
+TEST_SUBJECT_PREFIX = "[TEST] "
+# A recipient's channel → the address field a message goes to.
+_ADDRESS_OF_CHANNEL = {"email": "email", "sms": "phone", "whatsapp": "phone"}
+
+
+class CampaignLike(Protocol):
+    """What composing needs of a campaign (campaign.sending.SendingCampaign has it)."""
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    name: str
+    channel: str
+    from_email: str | None
+    from_name: str | None
+    reply_to: str | None
+    track_opens: bool
+    track_clicks: bool
+    template_name: str | None
+    language_code: str | None
+    template_components: list[Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Content:
+    """A campaign's message source: a stored template's parts, or a WhatsApp template named on the campaign."""
+
+    channel: str
+    variables: Mapping[str, Any]
+    email: rendering.EmailParts | None = None
+    body_text: str | None = None
+    whatsapp_name: str | None = None
+    whatsapp_language: str | None = None
+    whatsapp_components: list[Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    """From, Reply-To and where List-Unsubscribe's mailto goes, for one campaign on one channel account."""
+
+    from_header: str
+    from_address: str
+    reply_to: str | None
+
+    @property
+    def domain(self) -> str:
+        return self.from_address.rpartition("@")[2]
+
+
+@dataclass(frozen=True, slots=True)
+class Links:
+    """How a message's public URLs are made: the install's base URL and secret."""
+
+    base_url: str
+    secret: str
+
+    def unsubscribe(self, recipient_id: int) -> str:
+        return tracking_urls.unsubscribe_url(self.base_url, self.secret, recipient_id)
+
+    def view_in_browser(self, recipient_id: int) -> str:
+        # Signed like the tracking tokens, so a future /t/v endpoint can serve it without a lookup table.
+        return f"{self.base_url}/t/v/{signer_for(self.secret).sign('view', (recipient_id,))}"
+
+
+@dataclass(slots=True)
+class Rendered:
+    """One recipient's rendered content, before links are tracked and the payload is built."""
+
+    recipient_id: int
+    to: str
+    subject: str = ""
+    html: str | None = None
+    text: str = ""
+    fields: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Composed:
+    recipient_id: int
+    message: OutgoingMessage | None = None
+    error: str | None = None  # why no message could be made (a permanent failure for this recipient)
+
+
+def pick_sender(
+    campaign: CampaignLike,
+    *,
+    channel_from: str | None,
+    channel_reply_to: str | None,
+    provider_from: str | None,
+    base_url: str,
+) -> Sender:
+    """The campaign's own From wins, then the channel account's, then the provider config's; with none set
+    (the built-in outbox of a fresh install) mail comes from no-reply at the install's host."""
+    address = campaign.from_email or channel_from or provider_from
+    if not address:
+        address = f"no-reply@{urlsplit(base_url).hostname or 'localhost'}"
+    header = formataddr((campaign.from_name, address)) if campaign.from_name else address
+    return Sender(from_header=header, from_address=address, reply_to=campaign.reply_to or channel_reply_to)
+
+
+def content_of(campaign: CampaignLike, template: Any | None) -> Content:
+    """The message source of a campaign; ValueError when it has none it can send on its channel."""
+    if template is not None:
+        if template.channel != campaign.channel:
+            raise ValueError(
+                f"template {template.id} is for {template.channel}, the campaign sends {campaign.channel}"
+            )
+        variables = dict(template.variables or {})
+        if campaign.channel == "email":
+            parts = rendering.EmailParts(
+                subject=template.subject or "",
+                body_html=template.body_html,
+                body_text=template.body_text,
+                header_html=template.header_html,
+                footer_html=template.footer_html,
+            )
+            return Content(channel="email", variables=variables, email=parts)
+        if campaign.channel == "whatsapp":
+            return Content(
+                channel="whatsapp",
+                variables=variables,
+                whatsapp_name=template.provider_template_name,
+                whatsapp_language=template.language_code,
+                whatsapp_components=list(template.components or []),
+            )
+        return Content(channel=campaign.channel, variables=variables, body_text=template.body_text or "")
+    if campaign.channel == "whatsapp" and campaign.template_name:
+        # Seed 002: the WhatsApp template is named on the campaign itself.
+        return Content(
+            channel="whatsapp",
+            variables={},
+            whatsapp_name=campaign.template_name,
+            whatsapp_language=campaign.language_code or "en_US",
+            whatsapp_components=list(campaign.template_components or []),
+        )
+    raise ValueError("the campaign has no template to send")
+
+
+def render_one(
+    content: Content,
+    campaign: CampaignLike,
+    recipient_id: int,
+    to: str,
+    contact: Mapping[str, Any],
+    links: Links,
+    *,
+    unsubscribe_url: str | None = None,
+) -> Rendered:
+    """Render one recipient's message. Raises rendering.RenderError (or css_inline.InlineError) when the template
+    needs data this contact lacks."""
+    context = rendering.build_context(
+        contact,
+        campaign={"id": str(campaign.id), "name": campaign.name},
+        variables=content.variables,
+        unsubscribe_url=unsubscribe_url or links.unsubscribe(recipient_id),
+        view_in_browser_url=links.view_in_browser(recipient_id),
+    )
+    if content.email is not None:
+        email = rendering.render_email(content.email, context)
+        return Rendered(recipient_id, to, subject=email.subject, html=email.html, text=email.text)
+    if content.whatsapp_name is not None:
+        components = rendering.render_whatsapp_components(content.whatsapp_components or [], context)
+        return Rendered(
+            recipient_id,
+            to,
+            fields={
+                "template": {
+                    "name": content.whatsapp_name,
+                    "language": {"code": content.whatsapp_language},
+                    "components": components,
+                }
+            },
+        )
+    return Rendered(recipient_id, to, text=rendering.render_text(content.body_text or "", context))
+
+
+def render_all(
+    content: Content,
+    campaign: CampaignLike,
+    recipients: list[tuple[int, str | None, Any]],
+    contacts: Mapping[Any, Mapping[str, Any]],
+    links: Links,
+) -> tuple[list[Rendered], list[Composed]]:
+    """(rendered, failed) for (recipient id, address, contact id) triples; a missing address or contact, or a
+    template that cannot render for this contact, fails that recipient only."""
+    rendered: list[Rendered] = []
+    failed: list[Composed] = []
+    for recipient_id, address, contact_id in recipients:
+        contact = contacts.get(contact_id)
+        if not address:
+            failed.append(
+                Composed(
+                    recipient_id,
+                    error=f"no {_ADDRESS_OF_CHANNEL.get(campaign.channel, 'address')} "
+                    f"to send {campaign.channel} to",
+                )
+            )
+        elif contact is None:
+            failed.append(Composed(recipient_id, error="the contact no longer exists"))
+        else:
+            try:
+                rendered.append(render_one(content, campaign, recipient_id, address, contact, links))
+            except rendering.RenderError as exc:
+                failed.append(Composed(recipient_id, error=f"render failed: {exc}"))
+            except css_inline.InlineError as exc:
+                failed.append(
+                    Composed(
+                        recipient_id, error=f"render failed: body_html: the CSS cannot be inlined: {exc}"
+                    )
+                )
+    return rendered, failed
+
+
+def trackable_urls(rendered: list[Rendered], campaign: CampaignLike) -> list[str]:
+    """Every trackable link of the batch's HTML, each once: what the campaign's link table must hold."""
+    if not campaign.track_clicks:
+        return []
+    urls: dict[str, None] = {}
+    for message in rendered:
+        if message.html:
+            urls.update(dict.fromkeys(tracking_urls.extract_links(message.html)))
+    return list(urls)
+
+
+def track(message: Rendered, campaign: CampaignLike, link_ids: Mapping[str, int], links: Links) -> None:
+    """Rewrite the message's links to click-tracking URLs and add the open pixel, as the campaign asks."""
+    if message.html is None:
+        return
+    if campaign.track_clicks and link_ids:
+        message.html = tracking_urls.rewrite_links(
+            message.html,
+            link_ids,
+            base_url=links.base_url,
+            secret=links.secret,
+            recipient_id=message.recipient_id,
+        )
+    if campaign.track_opens:
+        message.html = tracking_urls.add_open_pixel(
+            message.html, tracking_urls.open_url(links.base_url, links.secret, message.recipient_id)
+        )
+
+
+def build_message(
+    message: Rendered,
+    campaign: CampaignLike,
+    sender: Sender | None,
+    links: Links,
+    *,
+    ref: str | None = None,
+    subject_prefix: str = "",
+    unsubscribe_url: str | None = None,
+) -> OutgoingMessage:
+    """The provider-ready message. Email gets List-Unsubscribe (the one-click URL and a mailto naming the
+    recipient's unsubscribe token) and List-Unsubscribe-Post; the SMTP provider signs with DKIM when its
+    account has a key. Raises ValueError for an address or header the message cannot carry."""
+    ref = ref or str(message.recipient_id)
+    if campaign.channel != "email":
+        return OutgoingMessage(
+            ref=ref,
+            to=message.to,
+            channel=campaign.channel,
+            campaign_id=campaign.id,
+            payload=TextPayload(text=message.text, fields=message.fields or {}),
+        )
+    assert sender is not None
+    mailto_target = sender.reply_to or sender.from_address
+    token = tracking_urls.unsubscribe_token(links.secret, message.recipient_id)
+    raw = build_email(
+        from_addr=sender.from_header,
+        to_addr=message.to,
+        subject=subject_prefix + message.subject,
+        html=message.html,
+        text=message.text,
+        reply_to=sender.reply_to,
+        list_unsubscribe_url=unsubscribe_url or links.unsubscribe(message.recipient_id),
+        list_unsubscribe_mailto=f"mailto:{mailto_target}?subject=unsubscribe%20{token}",
+        message_id_domain=sender.domain,
+    )
+    payload = EmailPayload(
+        raw=raw,
+        envelope_from=sender.from_address,
+        envelope_to=(message.to,),
+        subject=subject_prefix + message.subject,
+    )
+    return OutgoingMessage(
+        ref=ref,
+        to=message.to,
+        channel="email",
+        campaign_id=campaign.id,
+        payload=payload,
+        metadata={"tenant_id": str(campaign.tenant_id)},
+    )
+
+
+def compose_all(
+    rendered: list[Rendered],
+    campaign: CampaignLike,
+    sender: Sender | None,
+    links: Links,
+    link_ids: Mapping[str, int],
+) -> list[Composed]:
+    """Track and build every rendered message; a message that cannot be built fails alone."""
+    composed = []
+    for message in rendered:
+        track(message, campaign, link_ids, links)
+        try:
+            composed.append(Composed(message.recipient_id, build_message(message, campaign, sender, links)))
+        except ValueError as exc:
+            composed.append(Composed(message.recipient_id, error=f"cannot build the message: {exc}"))
+    return composed

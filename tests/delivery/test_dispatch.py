@@ -1,0 +1,329 @@
+"""The dispatcher on both databases: claims, renders, tracks, builds and sends through a real SMTP server or the
+outbox, and records what happened. Dispatch here is scoped to the test's own campaigns (process-daily, or
+Dispatcher.drain with campaign ids), so leftovers of other tests in the shared database are never touched."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from email import message_from_bytes, policy
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from clarion.config import Settings
+from clarion.db import Database
+from clarion.delivery.dispatch import Dispatcher, DispatchSettings
+from clarion.models import Campaign, CampaignRecipient
+from tests.delivery.smtp_server import RecordingHandler, smtp_server
+
+CAMPAIGNS = "/api/v1/campaigns"
+HTML = (
+    '<html><body><p>Hi {{ contact.first_name }}</p><a href="https://shop.example/sale?x=1&amp;y=2">Sale</a>'
+    '<a data-clarion-notrack href="https://shop.example/private">Private</a>'
+    '<a href="mailto:help@shop.example">Mail us</a></body></html>'
+)
+
+
+async def email_template(
+    api: httpx.AsyncClient, html: str = HTML, subject: str = "Hello {{ contact.first_name }}", **extra: Any
+) -> str:
+    response = await api.post(
+        "/api/v1/templates",
+        json={
+            "name": f"t-{uuid.uuid4().hex[:6]}",
+            "channel": "email",
+            "subject": subject,
+            "body_html": html,
+            **extra,
+        },
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def smtp_channel(api: httpx.AsyncClient, port: int, **config: Any) -> str:
+    body = {
+        "channel": "email",
+        "provider": "smtp",
+        "name": f"relay-{uuid.uuid4().hex[:6]}",
+        "config": {"host": "127.0.0.1", "port": port, "security": "none", "pool_size": 2, **config},
+    }
+    response = await api.post("/api/v1/channels", json=body)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def running_campaign(api: httpx.AsyncClient, contacts: list[dict[str, Any]], **fields: Any) -> str:
+    for contact in contacts:
+        response = await api.post("/api/v1/contacts", json=contact)
+        assert response.status_code == 201, response.text
+    body = {"name": "Spring", "channel": "email", **fields}
+    response = await api.post(CAMPAIGNS, json=body)
+    assert response.status_code == 201, response.text
+    campaign_id = response.json()["id"]
+    emails = [c["email"] for c in contacts]
+    response = await api.post(f"{CAMPAIGNS}/{campaign_id}/recipients", json={"emails": emails})
+    assert response.status_code == 200 and response.json()["recipients_added"] == len(emails), response.text
+    response = await api.post(f"{CAMPAIGNS}/{campaign_id}/start")
+    assert response.status_code == 200, response.text
+    return str(campaign_id)
+
+
+def people(n: int, tag: str | None = None) -> list[dict[str, Any]]:
+    tag = tag or uuid.uuid4().hex[:8]
+    return [{"email": f"p{i}-{tag}@example.com", "first_name": f"Ann{i}"} for i in range(n)]
+
+
+async def recipients(db: Database, campaign_id: str) -> list[CampaignRecipient]:
+    async with db.transaction() as session:
+        rows = await session.execute(
+            select(CampaignRecipient)
+            .where(CampaignRecipient.campaign_id == uuid.UUID(campaign_id))
+            .order_by(CampaignRecipient.id)
+        )
+        return list(rows.scalars())
+
+
+async def campaign_row(db: Database, campaign_id: str) -> Campaign:
+    async with db.transaction() as session:
+        return (
+            await session.execute(select(Campaign).where(Campaign.id == uuid.UUID(campaign_id)))
+        ).scalar_one()
+
+
+def parsed(raw: bytes) -> Any:
+    return message_from_bytes(raw, policy=policy.default)
+
+
+async def test_process_daily_sends_every_due_message_through_smtp_once(
+    api: httpx.AsyncClient, db: Database
+) -> None:
+    handler = RecordingHandler()
+    with smtp_server(handler) as server:
+        channel_id = await smtp_channel(api, server.port)
+        template_id = await email_template(api)
+        contacts = people(5)
+        campaign_id = await running_campaign(
+            api,
+            contacts,
+            template_id=template_id,
+            from_email="news@shop.example",
+            from_name="Shop News",
+            reply_to="care@shop.example",
+            channel_config_id=channel_id,
+        )
+        response = await api.post("/api/v1/process-daily")
+        assert response.status_code == 200, response.text
+        result = response.json()
+        assert result["messages_sent"] == 5 and result["campaigns_processed"] == 1
+        assert set(result) >= {"date", "campaigns_processed", "messages_sent"}
+        again = (await api.post("/api/v1/process-daily")).json()
+        assert again["messages_sent"] == 0  # nothing is sent twice
+
+    assert len(handler.received) == 5
+    messages = [parsed(r.content) for r in handler.received]
+    assert sorted(str(m["To"]) for m in messages) == sorted(c["email"] for c in contacts)
+    message_ids = {str(m["Message-ID"]) for m in messages}
+    assert len(message_ids) == 5
+    first = messages[0]
+    assert (
+        str(first["From"]) == "Shop News <news@shop.example>"
+        and str(first["Reply-To"]) == "care@shop.example"
+    )
+    assert handler.received[0].mail_from == "news@shop.example"
+    unsubscribe = str(first["List-Unsubscribe"])
+    assert re.search(r"<http://clarion\.test/t/u/[A-Za-z0-9._-]+>", unsubscribe), unsubscribe
+    assert "<mailto:care@shop.example?subject=unsubscribe%20" in unsubscribe
+    assert str(first["List-Unsubscribe-Post"]) == "List-Unsubscribe=One-Click"
+    assert first.get_content_type() == "multipart/alternative"
+    html = first.get_body(("html",)).get_content()
+    assert str(first["Subject"]).startswith("Hello Ann")
+    assert "/t/c/" in html and "https://shop.example/sale" not in html  # tracked
+    assert 'href="https://shop.example/private"' in html and "mailto:help@shop.example" in html  # left alone
+    assert re.search(r'<img src="http://clarion\.test/t/o/[A-Za-z0-9._-]+\.gif"', html)
+
+    rows = await recipients(db, campaign_id)
+    assert {r.status for r in rows} == {"sent"}
+    assert {r.provider_message_id for r in rows} == message_ids
+    assert all(r.sent_at is not None for r in rows)
+    campaign = await campaign_row(db, campaign_id)
+    assert campaign.sent == 5 and campaign.pending == 0
+
+
+async def test_process_daily_never_sends_another_tenants_campaign(
+    api: httpx.AsyncClient, db: Database, app: Any
+) -> None:
+    from tests.conftest import make_tenant
+
+    other = await make_tenant(db, "Other")
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://clarion.test", headers=other.headers
+    ) as other_api:
+        other_campaign = await running_campaign(
+            other_api, people(3), template_id=await email_template(other_api)
+        )
+    mine = await running_campaign(api, people(2), template_id=await email_template(api))
+    result = (await api.post("/api/v1/process-daily")).json()
+    assert result["messages_sent"] == 2
+    assert {r.status for r in await recipients(db, mine)} == {"sent"}
+    assert {r.status for r in await recipients(db, other_campaign)} == {"pending"}
+    # Without an email channel the tenant's mail went to the built-in outbox, listed for that tenant only.
+    listed = (await api.get("/api/v1/outbox", params={"campaign_id": mine})).json()["items"]
+    assert len(listed) == 2
+
+
+async def test_a_message_that_cannot_render_fails_only_its_recipient(
+    api: httpx.AsyncClient, db: Database
+) -> None:
+    template_id = await email_template(api, html="<p>See you in {{ contact.attributes.city }}</p>")
+    contacts = people(3)
+    contacts[1]["attributes"] = {"city": "Lyon"}
+    contacts[0]["attributes"] = {"city": "Oslo"}
+    campaign_id = await running_campaign(api, contacts, template_id=template_id)
+    result = (await api.post("/api/v1/process-daily")).json()
+    assert result["messages_sent"] == 2
+    by_email = {r.email: r for r in await recipients(db, campaign_id)}
+    failed = by_email[contacts[2]["email"]]
+    assert failed.status == "failed" and "city" in (failed.failure_reason or "")
+    assert by_email[contacts[0]["email"]].status == "sent"
+    campaign = await campaign_row(db, campaign_id)
+    assert campaign.sent == 2 and campaign.failed == 1
+
+
+async def test_without_click_and_open_tracking_links_stay_as_written(
+    api: httpx.AsyncClient, db: Database
+) -> None:
+    handler = RecordingHandler()
+    with smtp_server(handler) as server:
+        await smtp_channel(api, server.port)
+        campaign_id = await running_campaign(
+            api, people(1), template_id=await email_template(api), track_clicks=False, track_opens=False
+        )
+        assert (await api.post("/api/v1/process-daily")).json()["messages_sent"] == 1
+    html = parsed(handler.received[0].content).get_body(("html",)).get_content()
+    assert 'href="https://shop.example/sale?x=1&amp;y=2"' in html
+    assert "/t/c/" not in html and "/t/o/" not in html
+    assert {r.status for r in await recipients(db, campaign_id)} == {"sent"}
+
+
+async def test_a_refused_recipient_is_retried_later_and_a_rejected_one_fails(
+    api: httpx.AsyncClient, db: Database
+) -> None:
+    contacts = people(3)
+    handler = RecordingHandler(
+        rcpt_replies={
+            contacts[0]["email"]: "451 4.7.1 greylisted",
+            contacts[1]["email"]: "550 5.1.1 no such user",
+        }
+    )
+    with smtp_server(handler) as server:
+        await smtp_channel(api, server.port)
+        campaign_id = await running_campaign(api, contacts, template_id=await email_template(api))
+        assert (await api.post("/api/v1/process-daily")).json()["messages_sent"] == 1
+    by_email = {r.email: r for r in await recipients(db, campaign_id)}
+    greylisted, unknown = by_email[contacts[0]["email"]], by_email[contacts[1]["email"]]
+    assert (
+        greylisted.status == "pending"
+        and greylisted.retry_count == 1
+        and "451" in (greylisted.failure_reason or "")
+    )
+    assert greylisted.send_after is not None
+    assert unknown.status == "failed" and "550" in (unknown.failure_reason or "")
+    assert by_email[contacts[2]["email"]].status == "sent"
+
+
+async def test_a_campaign_whose_channel_is_missing_pauses_and_keeps_its_recipients(
+    api: httpx.AsyncClient, db: Database
+) -> None:
+    response = await api.post("/api/v1/templates", json={"name": "sms", "channel": "sms", "body_text": "Hi"})
+    assert response.status_code == 201, response.text
+    contacts = [{"phone": f"+4420794600{i:02d}", "first_name": "Sam"} for i in range(2)]
+    for contact in contacts:
+        assert (await api.post("/api/v1/contacts", json=contact)).status_code == 201
+    campaign_id = (
+        await api.post(
+            CAMPAIGNS, json={"name": "Texts", "channel": "sms", "template_id": response.json()["id"]}
+        )
+    ).json()["id"]
+    added = await api.post(
+        f"{CAMPAIGNS}/{campaign_id}/recipients", json={"phone_numbers": [c["phone"] for c in contacts]}
+    )
+    assert added.json()["recipients_added"] == 2, added.text
+    assert (await api.post(f"{CAMPAIGNS}/{campaign_id}/start")).status_code == 200
+
+    assert (await api.post("/api/v1/process-daily")).json()["messages_sent"] == 0
+    campaign = await campaign_row(db, campaign_id)
+    assert campaign.status == "paused" and "sms" in (campaign.status_reason or "")
+    assert {r.status for r in await recipients(db, campaign_id)} == {"pending"}
+
+
+async def test_batches_reuse_one_smtp_pool_until_the_dispatcher_closes(
+    api: httpx.AsyncClient, db: Database, settings: Settings
+) -> None:
+    handler = RecordingHandler()
+    with smtp_server(handler) as server:
+        await smtp_channel(api, server.port, pool_size=1)
+        campaign_id = await running_campaign(api, people(6), template_id=await email_template(api))
+        dispatcher = Dispatcher(db, settings, options=DispatchSettings(batch_size=2, chunk_size=1))
+        try:
+            report = await dispatcher.drain([uuid.UUID(campaign_id)])
+        finally:
+            await dispatcher.close()
+    assert report.sent == 6 and report.claimed == 6
+    assert len(handler.received) == 6
+    assert len(handler.peers) == 1  # three batches, one connection
+
+
+async def test_a_test_send_goes_to_the_given_addresses_and_touches_nothing(
+    api: httpx.AsyncClient, db: Database
+) -> None:
+    handler = RecordingHandler()
+    with smtp_server(handler) as server:
+        await smtp_channel(api, server.port)
+        campaign_id = await running_campaign(api, people(2), template_id=await email_template(api))
+        before = await campaign_row(db, campaign_id)
+        response = await api.post(
+            f"{CAMPAIGNS}/{campaign_id}/test", json={"to": ["qa@shop.example", "boss@shop.example"]}
+        )
+        assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["sent"] == 2 and body["contact_source"] == "recipient" and body["contact_id"]
+    assert sorted(r.rcpt_tos[0] for r in handler.received) == ["boss@shop.example", "qa@shop.example"]
+    message = parsed(handler.received[0].content)
+    assert str(message["Subject"]).startswith("[TEST] Hello Ann0")
+    html = message.get_body(("html",)).get_content()
+    assert "/t/c/" not in html and "/t/o/" not in html  # a test message is not tracked
+    assert {r.status for r in await recipients(db, campaign_id)} == {"pending"}
+    after = await campaign_row(db, campaign_id)
+    assert (after.sent, after.pending) == (before.sent, before.pending)
+
+
+async def test_a_test_send_without_recipients_uses_a_sample_and_the_outbox(api: httpx.AsyncClient) -> None:
+    campaign_id = (
+        await api.post(
+            CAMPAIGNS, json={"name": "Draft", "channel": "email", "template_id": await email_template(api)}
+        )
+    ).json()["id"]
+    response = await api.post(f"{CAMPAIGNS}/{campaign_id}/test", json={"to": ["qa@shop.example"]})
+    assert response.status_code == 200, response.text
+    assert response.json()["contact_source"] == "sample" and response.json()["provider"] == "outbox"
+    listed = (await api.get("/api/v1/outbox", params={"campaign_id": campaign_id})).json()["items"]
+    assert [(e["to"], e["subject"]) for e in listed] == [("qa@shop.example", "[TEST] Hello Sample")]
+
+
+async def test_a_test_send_validates_its_addresses(api: httpx.AsyncClient) -> None:
+    campaign_id = (
+        await api.post(
+            CAMPAIGNS, json={"name": "Draft", "channel": "email", "template_id": await email_template(api)}
+        )
+    ).json()["id"]
+    too_many = await api.post(
+        f"{CAMPAIGNS}/{campaign_id}/test", json={"to": [f"a{i}@x.example" for i in range(21)]}
+    )
+    assert too_many.status_code == 422
+    bad = await api.post(f"{CAMPAIGNS}/{campaign_id}/test", json={"to": ["ok@x.example", "not an address"]})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["loc"] == ["body", "to", 1]
+    missing = await api.post(f"{CAMPAIGNS}/{uuid.uuid4()}/test", json={"to": ["ok@x.example"]})
+    assert missing.status_code == 404
