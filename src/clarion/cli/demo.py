@@ -37,6 +37,7 @@ class DemoTenant:
     tenant_id: uuid.UUID
     api_key: str
     seeded: bool
+    sending_campaign_id: str | None = None
 
 
 def contacts_csv(count: int, seed: int = 7) -> str:
@@ -61,18 +62,23 @@ async def ensure_demo_tenant(settings: Settings, db: Database) -> DemoTenant:
     marker = settings.data_dir / DEMO_MARKER
     async with db.transaction() as session:
         if marker.exists():
-            tenant_id = uuid.UUID(json.loads(marker.read_text())["tenant_id"])
+            saved = json.loads(marker.read_text())
+            tenant_id = uuid.UUID(saved["tenant_id"])
             try:
                 await tenancy.get_tenant(session, tenant_id)
                 _, key = await tenancy.create_api_key(session, tenant_id, ApiKeyCreate(name="demo"))
-                return DemoTenant(tenant_id, key, seeded=True)
+                return DemoTenant(tenant_id, key, seeded=True, sending_campaign_id=saved.get("sending_campaign_id"))
             except Exception:  # noqa: BLE001 - the database was reset: seed a new tenant
                 pass
         tenant = await tenancy.create_tenant(session, "Demo Shop", plan="business", default_region="US")
         _, key = await tenancy.create_api_key(session, tenant.id, ApiKeyCreate(name="demo"))
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"tenant_id": str(tenant.id)}))
     return DemoTenant(tenant.id, key, seeded=False)
+
+
+def remember_demo(settings: Settings, demo: DemoTenant) -> None:
+    marker = settings.data_dir / DEMO_MARKER
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"tenant_id": str(demo.tenant_id), "sending_campaign_id": demo.sending_campaign_id}))
 
 
 def _ok(response: httpx.Response) -> Any:
@@ -129,10 +135,17 @@ async def seed(api: httpx.AsyncClient, contacts: int = 5000) -> dict[str, Any]:
     _ok(await api.post(f"/api/v1/campaigns/{summer['id']}/recipients", params={"use_target_audience": "true"}))
     _ok(await api.post(f"/api/v1/campaigns/{summer['id']}/activate"))
 
+    # The built-in outbox writes .eml files under the data dir; 20 messages/s so stats visibly move for a minute.
+    outbox = _ok(await api.post("/api/v1/channels", json={
+        "name": "Demo outbox", "channel": "email", "provider": "outbox", "rate_limit_per_second": 20,
+        "from_email": "news@clarion-demo.com", "reply_to": "hello@clarion-demo.com"}))
     news = _ok(await api.post("/api/v1/campaigns", json={
-        "name": "November newsletter", "channel": "email", "type": "broadcast",
-        "template_id": newsletter["id"], "segment_id": premium["id"], "budget": 50_000, "currency": "USD"}))
+        "name": "November newsletter", "channel": "email", "type": "broadcast", "channel_config_id": outbox["id"],
+        "template_id": newsletter["id"], "segment_id": premium["id"], "budget": 50_000, "currency": "USD",
+        "from_email": "news@clarion-demo.com", "from_name": "Demo Shop"}))
     _ok(await api.post(f"/api/v1/campaigns/{news['id']}/recipients", params={"use_target_audience": "true"}))
+    # Sends as soon as the server's embedded worker runs: watch GET /api/v1/campaigns/{id}/stats and /outbox.
+    _ok(await api.post(f"/api/v1/campaigns/{news['id']}/start"))
 
     flash = _ok(await api.post("/api/v1/campaigns", json={
         "name": "Flash sale SMS", "channel": "sms", "type": "scheduled", "template_id": sms["id"],
@@ -140,7 +153,7 @@ async def seed(api: httpx.AsyncClient, contacts: int = 5000) -> dict[str, Any]:
     _ok(await api.post(f"/api/v1/campaigns/{flash['id']}/recipients", params={"use_target_audience": "true"}))
     _ok(await api.post(f"/api/v1/campaigns/{flash['id']}/schedule",
                        json={"scheduled_at": (utcnow() + timedelta(days=1)).isoformat()}))
-    return {"contacts": imported, "campaigns": [summer["id"], news["id"], flash["id"]]}
+    return {"contacts": imported, "campaigns": [summer["id"], news["id"], flash["id"]], "sending": news["id"]}
 
 
 def print_banner(console: Any, url: str, demo: DemoTenant, data_dir: Path) -> None:
@@ -149,5 +162,9 @@ def print_banner(console: Any, url: str, demo: DemoTenant, data_dir: Path) -> No
     console.print(f"  API:      {url}/api/v1   (docs: {url}/docs)")
     console.print(f"  API key:  [bold]{demo.api_key}[/bold]")
     console.print(f"  Try:      curl -H 'Authorization: Bearer {demo.api_key}' {url}/api/v1/campaigns", soft_wrap=True)
+    if demo.sending_campaign_id:
+        console.print(f"  Watch:    curl -H 'Authorization: Bearer {demo.api_key}' "
+                      f"{url}/api/v1/campaigns/{demo.sending_campaign_id}/stats   (sending into {url}/api/v1/outbox)",
+                      soft_wrap=True)
     console.print(f"  Data:     {data_dir.resolve()}")
     console.print()

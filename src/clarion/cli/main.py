@@ -28,6 +28,15 @@ def main() -> None:
     app()
 
 
+def _default_base_url(host: str, port: int) -> None:
+    """Links in messages must point at this server unless CLARION_BASE_URL says where it is really reachable."""
+    import os
+
+    if not os.environ.get("CLARION_BASE_URL"):
+        os.environ["CLARION_BASE_URL"] = f"http://{host}:{port}"
+        get_settings.cache_clear()
+
+
 def _ensure_schema(*, migrate_sqlite: bool = True) -> None:
     """SQLite (the embedded default) is migrated in place; PostgreSQL must be migrated on purpose."""
     from clarion.migrate import pending_revisions, upgrade
@@ -66,6 +75,7 @@ def serve(
 
     from clarion.app import create_app
 
+    _default_base_url(host, port)
     _ensure_schema()
     _log_to_stderr()
     uvicorn.run(create_app(embedded_worker=worker), host=host, port=port, log_level="info")
@@ -151,6 +161,7 @@ def demo(
 
     from clarion.app import create_app
 
+    _default_base_url(host, port)
     _ensure_schema()
     settings = get_settings()
     demo_tenant = asyncio.run(_seed_demo(contacts))
@@ -159,14 +170,15 @@ def demo(
 
     print_banner(Console(), url, demo_tenant, settings.data_dir)
     if serve_after:
-        uvicorn.run(create_app(), host=host, port=port, log_level="warning")
+        _log_to_stderr()
+        uvicorn.run(create_app(embedded_worker=True), host=host, port=port, log_level="warning")
 
 
 async def _seed_demo(contacts: int):  # type: ignore[no-untyped-def]
     import httpx
 
     from clarion.app import create_app
-    from clarion.cli.demo import ensure_demo_tenant, seed
+    from clarion.cli.demo import ensure_demo_tenant, remember_demo, seed
     from clarion.db import Database
 
     settings = get_settings()
@@ -179,7 +191,9 @@ async def _seed_demo(contacts: int):  # type: ignore[no-untyped-def]
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=settings.base_url,
                                          headers=headers, timeout=300) as api:
                 with console.status(f"Seeding the demo tenant: {contacts} contacts, segments, templates, campaigns…"):
-                    await seed(api, contacts)
+                    seeded = await seed(api, contacts)
+            demo_tenant.sending_campaign_id = seeded["sending"]
+            remember_demo(settings, demo_tenant)
         return demo_tenant
     finally:
         await db.dispose()
