@@ -147,13 +147,14 @@ async def test_pause_stops_new_claims_at_once(api: httpx.AsyncClient, db: Databa
 
 async def test_two_concurrent_claims_never_take_the_same_recipient(api: httpx.AsyncClient, db: Database,
                                                                    backend: str) -> None:
-    if backend != "postgres":
-        pytest.skip("SQLite serialises writers; SKIP LOCKED is PostgreSQL's")
     campaign_id = await running_campaign(api, await contacts(api, 12))
     async with db.sessions() as first, db.sessions() as second:
-        # The first claim's transaction is still open (its rows locked) while the second one claims.
         mine = await sending.claim_due(first, now=utcnow(), limit=8, lease_owner="a", lease_seconds=60,
                                        campaign_id=campaign_id)
+        if backend == "sqlite":
+            # SQLite has one writer: the second claim can only start once the first has committed.
+            await first.commit()
+        # On PostgreSQL the first claim's transaction is still open (its rows locked) while the second claims.
         theirs = await sending.claim_due(second, now=utcnow(), limit=8, lease_owner="b", lease_seconds=60,
                                          campaign_id=campaign_id)
         await first.commit()

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import String, bindparam, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -28,8 +28,8 @@ _SUBSCRIPTION_COLUMNS = ("tenant_id", "channel", "status", "changed_at", "source
 _BATCH = 2000
 
 
-@dataclass(slots=True, frozen=True)
-class ExistingContact:
+@dataclass(slots=True)
+class ContactFields:
     id: uuid.UUID
     email: str | None
     phone: str | None
@@ -41,23 +41,26 @@ class ExistingContact:
     tags: list[str]
 
 
-class ContactValues(Protocol):
-    """What the repository needs of a planned contact (importer.PlannedContact)."""
+@dataclass(slots=True)
+class ExistingContact(ContactFields):
+    """A contact already in the database that a chunk's emails or phones point at."""
 
-    id: uuid.UUID
-    email: str | None
-    phone: str | None
-    first_name: str | None
-    last_name: str | None
-    locale: str | None
-    timezone: str | None
-    attributes: dict[str, Any]
-    tags: list[str]
-    channels: tuple[str, ...]
-    email_changed: bool
-    phone_changed: bool
-    tags_json: str | None
-    attributes_json: str | None
+
+@dataclass(slots=True)
+class PlannedContact(ContactFields):
+    """A contact as it will be after this chunk: a new one to insert or an existing one to update.
+
+    `tags_json`/`attributes_json` hold the JSON texts of `tags`/`attributes` while they are known; a change
+    clears them and the repository serialises the new values itself.
+    """
+
+    is_new: bool
+    channels: tuple[str, ...] = ()
+    changed: bool = False
+    email_changed: bool = False
+    phone_changed: bool = False
+    tags_json: str | None = None
+    attributes_json: str | None = None
 
 
 class ContactImportRepo(TenantRepository[Contact]):
@@ -97,7 +100,7 @@ class ContactImportRepo(TenantRepository[Contact]):
         unique = {row[0]: row for row in rows.all()}
         return [ExistingContact(*row) for row in unique.values()]
 
-    async def write(self, inserts: Sequence[ContactValues], updates: Sequence[ContactValues], *,
+    async def write(self, inserts: Sequence[PlannedContact], updates: Sequence[PlannedContact], *,
                     now: datetime, source: str) -> None:
         """Apply a chunk's plan: updates first (they may free an email or phone a new contact takes), then inserts."""
         if updates:
@@ -109,7 +112,7 @@ class ContactImportRepo(TenantRepository[Contact]):
             else:
                 await self._executemany_inserts(conn, inserts, now, source)
 
-    async def _update(self, contacts: Sequence[ContactValues], now: datetime) -> None:
+    async def _update(self, contacts: Sequence[PlannedContact], now: datetime) -> None:
         table = Contact.__table__
         scoped = (table.c.tenant_id == self.tenant_id, table.c.id == bindparam("b_id"))
         # Addresses can move between contacts within one chunk (a → b, c → a). Clearing the moved ones first keeps
@@ -131,7 +134,7 @@ class ContactImportRepo(TenantRepository[Contact]):
         for start in range(0, len(params), _BATCH):
             await self.session.execute(stmt, params[start:start + _BATCH])
 
-    def _serialised_rows(self, contacts: Sequence[ContactValues], tenant: Any, stamp: Any,
+    def _serialised_rows(self, contacts: Sequence[PlannedContact], tenant: Any, stamp: Any,
                          uuid_text: bool) -> list[tuple[Any, ...]]:
         """Contact rows as the driver takes them: JSON already text; ids as uuid objects or SQLite's hex text."""
         dumps = json.dumps
@@ -142,14 +145,14 @@ class ContactImportRepo(TenantRepository[Contact]):
                 for c in contacts]
 
     @staticmethod
-    def _ids_by_channel(contacts: Sequence[ContactValues]) -> dict[str, list[uuid.UUID]]:
+    def _ids_by_channel(contacts: Sequence[PlannedContact]) -> dict[str, list[uuid.UUID]]:
         by_channel: dict[str, list[uuid.UUID]] = {}
         for c in contacts:
             for channel in c.channels:
                 by_channel.setdefault(channel, []).append(c.id)
         return by_channel
 
-    async def _executemany_inserts(self, conn: AsyncConnection, contacts: Sequence[ContactValues], now: datetime,
+    async def _executemany_inserts(self, conn: AsyncConnection, contacts: Sequence[PlannedContact], now: datetime,
                                    source: str) -> None:
         # SQLAlchemy would run a type processor per value (uuid, JSON, datetime): ~40% of the write. The values
         # go to the driver already in the form those processors produce (Uuid: 32 hex digits; JSON: json.dumps;
@@ -164,7 +167,7 @@ class ContactImportRepo(TenantRepository[Contact]):
             await raw.execute(_INSERT_SUBSCRIPTIONS_SQLITE,
                               (tenant, channel, "subscribed", stamp, source, json.dumps([i.hex for i in ids])))
 
-    async def _copy_inserts(self, conn: AsyncConnection, contacts: Sequence[ContactValues], now: datetime,
+    async def _copy_inserts(self, conn: AsyncConnection, contacts: Sequence[PlannedContact], now: datetime,
                             source: str) -> None:
         # COPY streams rows in the session's own transaction: several times faster than multi-row INSERTs.
         # Subscriptions never leave the server as rows: one INSERT … SELECT per channel over the new ids.

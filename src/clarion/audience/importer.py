@@ -43,7 +43,7 @@ from typing import Any, BinaryIO
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clarion.audience.import_repository import ContactImportRepo, ExistingContact
+from clarion.audience.import_repository import ContactImportRepo, ExistingContact, PlannedContact
 from clarion.audience.import_validation import (
     ATTRIBUTES,
     ATTRIBUTES_JSON,
@@ -189,32 +189,6 @@ def read_records(reader: Any, chunk_rows: int
 
 
 # --- upsert planning ---------------------------------------------------------------------------------------
-
-@dataclass(slots=True)
-class PlannedContact:
-    """A contact as it will be after this chunk: a new one to insert or an existing one to update.
-
-    `tags_json`/`attributes_json` hold the JSON texts of `tags`/`attributes` while they are known; a change
-    clears them and the repository serialises the new values itself.
-    """
-
-    id: uuid.UUID
-    email: str | None
-    phone: str | None
-    first_name: str | None
-    last_name: str | None
-    locale: str | None
-    timezone: str | None
-    attributes: dict[str, Any]
-    tags: list[str]
-    is_new: bool
-    channels: tuple[str, ...] = ()
-    changed: bool = False
-    email_changed: bool = False
-    phone_changed: bool = False
-    tags_json: str | None = None
-    attributes_json: str | None = None
-
 
 @dataclass
 class ChunkPlan:

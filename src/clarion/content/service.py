@@ -7,7 +7,6 @@ import uuid
 from typing import Any
 
 import css_inline
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.audience import service as audience
@@ -24,8 +23,9 @@ from clarion.content.schemas import (
     WhatsAppMessageTemplate,
     WhatsAppPreview,
 )
-from clarion.errors import Conflict, Invalid, field_error
+from clarion.errors import Invalid, field_error
 from clarion.kit.pagination import PageRows
+from clarion.kit.repository import conflict_on_violation
 from clarion.models import Template
 
 LIQUID_FIELDS = (("subject", "text"), ("body_html", "html"), ("body_text", "text"),
@@ -145,13 +145,10 @@ async def update_template(session: AsyncSession, tenant_id: uuid.UUID, template_
 async def delete_template(session: AsyncSession, tenant_id: uuid.UUID, template_id: uuid.UUID) -> None:
     repo = TemplateRepo(session, tenant_id)
     template = await repo.get(template_id)
-    try:
-        # A savepoint: when a campaign still uses the template the caller's transaction stays usable.
-        async with session.begin_nested():
-            await repo.remove(template)
-    except IntegrityError as exc:
-        raise Conflict(f"template {template_id} is used by a campaign; change or delete those campaigns first",
-                       code="template_in_use") from exc
+    # campaigns.template_id is ON DELETE RESTRICT: a campaign still using the template makes this a 409.
+    async with conflict_on_violation(session, f"template {template_id} is used by a campaign; change or delete "
+                                     "those campaigns first", code="template_in_use"):
+        await repo.remove(template)
 
 
 # --- rendering a stored template -------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, SecretStr, ValidationError
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.delivery.channel_repository import ChannelConfigRepo
@@ -27,6 +26,7 @@ from clarion.errors import Conflict, Invalid, field_error
 from clarion.kit.crypto import MASK, DecryptionError, SecretBox, decrypt_config, encrypt_config, mask_config
 from clarion.kit.ids import new_id
 from clarion.kit.pagination import PageRows
+from clarion.kit.repository import conflict_on_violation
 from clarion.models.delivery import ChannelConfig
 
 OUTBOX = "outbox"
@@ -145,11 +145,10 @@ async def _check_name(repo: ChannelConfigRepo, name: str, except_id: uuid.UUID |
 
 
 async def _flush(session: AsyncSession) -> None:
-    try:
+    # Only a concurrent request can violate a constraint here (the checks above ran first): a 409, not a 500.
+    async with conflict_on_violation(session, "another request changed this tenant's channels at the same "
+                                     "time; retry"):
         await session.flush()
-    except IntegrityError as exc:
-        # Only a concurrent request can get here (the checks above ran first): report it, do not 500.
-        raise Conflict("another request changed this tenant's channels at the same time; retry") from exc
 
 
 async def create_channel(session: AsyncSession, tenant_id: uuid.UUID, data: ChannelCreate, *,

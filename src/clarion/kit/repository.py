@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, ClassVar, Generic, TypeVar
 
 from sqlalchemy import Select, delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clarion.errors import NotFound
+from clarion.errors import Conflict, NotFound
 
 M = TypeVar("M")
 
@@ -63,3 +66,13 @@ class TenantRepository(Generic[M]):
             delete(self.model).where(self.model.tenant_id == self.tenant_id, self.model.id == id_)
         )
         return int(result.rowcount or 0)
+
+
+@asynccontextmanager
+async def conflict_on_violation(session: AsyncSession, message: str, **problem: Any) -> AsyncIterator[None]:
+    """Write inside a savepoint; a constraint violation becomes a 409 and the caller's transaction stays usable."""
+    try:
+        async with session.begin_nested():
+            yield
+    except IntegrityError as exc:
+        raise Conflict(message, **problem) from exc

@@ -10,7 +10,6 @@ import uuid
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.audience.segments import filters
@@ -24,8 +23,8 @@ from clarion.audience.segments.schemas import (
 )
 from clarion.errors import Conflict, Invalid, field_error
 from clarion.kit.pagination import PageRows
+from clarion.kit.repository import conflict_on_violation
 from clarion.models import Contact, Segment
-
 
 # --- filters ---------------------------------------------------------------------------------------------
 
@@ -125,12 +124,10 @@ async def update_segment(session: AsyncSession, tenant_id: uuid.UUID, segment_id
 async def delete_segment(session: AsyncSession, tenant_id: uuid.UUID, segment_id: uuid.UUID) -> None:
     repo = SegmentRepo(session, tenant_id)
     await repo.get(segment_id)
-    try:
+    # campaigns.segment_id is ON DELETE RESTRICT: a campaign still targeting the segment makes this a 409.
+    async with conflict_on_violation(session, f"segment {segment_id} is used by a campaign; change that "
+                                     "campaign's audience or delete the campaign first", code="segment_in_use"):
         await repo.delete(segment_id)
-    except IntegrityError as exc:
-        # campaigns.segment_id is ON DELETE RESTRICT: a campaign still targets this segment.
-        raise Conflict(f"segment {segment_id} is used by a campaign; change that campaign's audience or delete "
-                       "the campaign first") from exc
 
 
 # --- static members --------------------------------------------------------------------------------------
