@@ -37,6 +37,7 @@ async def _objects_of_tenant_a(api: httpx.AsyncClient, db: Database, settings: S
     channel = ok(await api.post("/api/v1/channels", json={
         "name": "A smtp", "channel": "email", "provider": "smtp",
         "config": {"host": "127.0.0.1", "port": 2525, "security": "none"}}))
+    suppression = ok(await api.post("/api/v1/suppressions", json={"channel": "email", "addresses": ["a@example.com"]}))
     raw = build_email(from_addr="a@shop.example", to_addr="x@example.com", subject="S", html="<p>x</p>", text="x",
                       list_unsubscribe_url="https://clarion.test/t/u/x", message_id_domain="shop.example")
     sent = await outbox_provider(DatabaseOutboxIndex(db), settings.data_dir, api.tenant.id).send([  # type: ignore[attr-defined]
@@ -44,7 +45,7 @@ async def _objects_of_tenant_a(api: httpx.AsyncClient, db: Database, settings: S
                         payload=EmailPayload(raw=raw, envelope_from="a@shop.example", envelope_to=("x@example.com",)))])
     return {"contact_id": contact["id"], "segment_id": segment["id"], "template_id": template["id"],
             "campaign_id": campaign["id"], "key_id": key["id"], "channel_id": channel["id"],
-            "entry_id": sent[0].provider_message_id or ""}
+            "entry_id": sent[0].provider_message_id or "", "suppression_id": suppression["items"][0]["id"]}
 
 
 def _body(method: str, path: str, ids: dict[str, str]) -> dict | None:
@@ -91,3 +92,5 @@ async def test_tenant_b_gets_404_for_every_object_of_tenant_a(api: httpx.AsyncCl
     campaign = (await api.get(f"/api/v1/campaigns/{ids['campaign_id']}")).json()
     assert campaign["name"] == "A campaign" and campaign["status"] == "draft"
     assert (await api.get(f"/api/v1/segments/{ids['segment_id']}/count")).json()["count"] == 0
+    suppressed = await api.post("/api/v1/suppressions/check", json={"channel": "email", "address": "a@example.com"})
+    assert suppressed.json()["suppression_id"] == ids["suppression_id"]

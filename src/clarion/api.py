@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from clarion.audience.endpoints import router as contacts_router
 from clarion.audience.segments.endpoints import router as segments_router
+from clarion.audience.suppression_endpoints import router as suppressions_router
 from clarion.campaign.endpoints import router as campaigns_router
 from clarion.content.endpoints import router as templates_router
 from clarion.delivery.channel_endpoints import router as channels_router
@@ -21,3 +22,4 @@ api_router.include_router(outbox_router)
 api_router.include_router(channels_router)
 api_router.include_router(tracking_router)
 api_router.include_router(sending_router)
+api_router.include_router(suppressions_router)

@@ -89,3 +89,13 @@ async def test_delete_then_404(api: httpx.AsyncClient) -> None:
     contact = (await api.post("/api/v1/contacts", json={"email": "gone@example.com"})).json()
     assert (await api.delete(f"/api/v1/contacts/{contact['id']}")).status_code == 204
     assert (await api.get(f"/api/v1/contacts/{contact['id']}")).status_code == 404
+
+
+async def test_patch_to_a_taken_email_is_409_and_changes_nothing(api: httpx.AsyncClient) -> None:
+    await api.post("/api/v1/contacts", json={"email": "taken@example.com"})
+    other = (await api.post("/api/v1/contacts", json={"email": "mine@example.com"})).json()
+    response = await api.patch(f"/api/v1/contacts/{other['id']}", json={"email": "Taken@example.com",
+                                                                        "attributes": None})
+    assert response.status_code == 409
+    assert response.json()["errors"][0]["loc"] == ["body", "email"]
+    assert (await api.get(f"/api/v1/contacts/{other['id']}")).json()["email"] == "mine@example.com"

@@ -68,3 +68,10 @@ async def test_default_region_is_validated(api: httpx.AsyncClient) -> None:
     assert (await api.patch("/api/v1/tenant", json={"default_region": "zz"})).status_code == 422
     response = await api.patch("/api/v1/tenant", json={"default_region": "de"})
     assert response.status_code == 200 and response.json()["default_region"] == "DE"
+
+
+async def test_tenant_name_cannot_be_nulled(api: httpx.AsyncClient) -> None:
+    response = await api.patch("/api/v1/tenant", json={"name": None, "default_region": None})
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["loc"] == ["body", "name"]
+    assert (await api.get("/api/v1/tenant")).json()["name"] == "Acme"

@@ -6,12 +6,15 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, BinaryIO
 
+from sqlalchemy import and_, not_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.audience import importer, normalize
+from clarion.audience import suppression_service as suppressions
 from clarion.audience.repository import ContactRepo, subscription_is
 from clarion.audience.schemas import ContactCreate, ContactUpdate, ImportResult
+from clarion.audience.suppression_repository import CONTACT_ADDRESS, address_suppressed
 from clarion.errors import Conflict, Invalid, field_error
 from clarion.kit.clock import utcnow
 from clarion.kit.pagination import PageRows
@@ -20,6 +23,9 @@ from clarion.tenancy import service as tenancy
 
 # Which channels an address makes reachable, and so which subscriptions a new contact starts with.
 CHANNELS_OF_ADDRESS = {"email": ("email",), "phone": ("sms", "whatsapp")}
+# A channel moving to one of these puts the contact's address for it on the suppression list (reason = status).
+# `unsubscribed` does not: the contact may subscribe again.
+SUPPRESSING_STATUSES = frozenset({"bounced", "complained"})
 
 
 def _normalized_fields(data: dict[str, Any], default_region: str | None) -> dict[str, Any]:
@@ -48,24 +54,40 @@ def _normalized_fields(data: dict[str, Any], default_region: str | None) -> dict
     return out
 
 
-def _set_subscription(contact: Contact, channel: str, status: str, source: str) -> None:
+def _set_subscription(contact: Contact, channel: str, status: str, source: str) -> bool:
+    """Set one channel's status; True when it changed (or the channel is new)."""
     for sub in contact.subscriptions:
         if sub.channel == channel:
-            if sub.status != status:
-                sub.status, sub.changed_at, sub.source = status, utcnow(), source
-            return
+            if sub.status == status:
+                return False
+            sub.status, sub.changed_at, sub.source = status, utcnow(), source
+            return True
     contact.subscriptions.append(ContactSubscription(
         tenant_id=contact.tenant_id, channel=channel, status=status, changed_at=utcnow(), source=source))
+    return True
+
+
+async def _suppress_moved(session: AsyncSession, contact: Contact, moved: dict[str, str]) -> None:
+    """Suppress the contact's address on each channel that just moved to a suppressing status (same
+    transaction). Suppressions are never lifted here: only DELETE /suppressions/{id} does that."""
+    for channel, status in moved.items():
+        column = CONTACT_ADDRESS.get(channel)
+        address = getattr(contact, column.key) if column is not None else None
+        if status in SUPPRESSING_STATUSES and address:
+            await suppressions.suppress(session, contact.tenant_id, channel, [address], reason=status,
+                                        note=f"contact {contact.id} marked {status}")
 
 
 async def _flush_unique(session: AsyncSession, contact: Contact) -> None:
+    # Read before flushing: after a failed flush the object's attributes can no longer be loaded.
+    addresses = {"email": contact.email, "phone": contact.phone}
     try:
-        await session.flush()
+        # A savepoint, so the request's transaction stays usable after the 409.
+        async with session.begin_nested():
+            await session.flush()
     except IntegrityError as exc:
-        text = str(exc.orig).lower()
-        field = "phone" if "phone" in text else "email"
-        value = getattr(contact, field)
-        raise Conflict(f"another contact already has {field} {value}",
+        field = "phone" if "phone" in str(exc.orig).lower() else "email"
+        raise Conflict(f"another contact already has {field} {addresses[field]}",
                        errors=[field_error(["body", field], "already used by another contact", "unique")]) from exc
 
 
@@ -86,6 +108,7 @@ async def create_contact(session: AsyncSession, tenant_id: uuid.UUID, data: Cont
     for channel, status in data.subscriptions.items():
         _set_subscription(contact, channel, status, source)
     await _flush_unique(session, contact)
+    await _suppress_moved(session, contact, dict(data.subscriptions))
     return contact
 
 
@@ -112,9 +135,10 @@ async def update_contact(session: AsyncSession, tenant_id: uuid.UUID, contact_id
             else:
                 merged[key] = value
         contact.attributes = merged
-    for channel, status in (data.subscriptions or {}).items():
-        _set_subscription(contact, channel, status, source)
+    moved = {channel: status for channel, status in (data.subscriptions or {}).items()
+             if _set_subscription(contact, channel, status, source)}
     await _flush_unique(session, contact)
+    await _suppress_moved(session, contact, moved)
     return contact
 
 
@@ -132,18 +156,29 @@ async def list_contacts(session: AsyncSession, tenant_id: uuid.UUID, *, tag: str
 
 async def set_subscription(session: AsyncSession, tenant_id: uuid.UUID, contact_id: uuid.UUID,
                            channel: str, status: str, source: str) -> Contact:
-    """Change one channel's consent (unsubscribe links, STOP keywords, bounces use this)."""
+    """Change one channel's consent (unsubscribe links, STOP keywords, bounces use this). A move to `bounced`
+    or `complained` also suppresses the channel's address; nothing here ever lifts a suppression."""
     contact = await ContactRepo(session, tenant_id).get(contact_id)
-    _set_subscription(contact, channel, status, source)
+    changed = _set_subscription(contact, channel, status, source)
     await session.flush()
+    if changed:
+        await _suppress_moved(session, contact, {channel: status})
     return contact
 
 
 # --- for other domains (campaign recipients) -------------------------------------------------------------
 
 def subscribed_on(channel: str) -> Any:
-    """SQL condition on contacts: subscribed on `channel`. Campaigns put it in their set-based inserts."""
-    return subscription_is(channel, "subscribed")
+    """SQL condition on contacts: subscribed on `channel` and the contact's address for it (email for email,
+    phone for sms/whatsapp) not on the tenant's suppression list. The one consent rule of every send path:
+    campaigns put it in their set-based inserts and claims."""
+    return and_(subscription_is(channel, "subscribed"), not_(address_suppressed(channel)))
+
+
+def suppressed_on(channel: str) -> Any:
+    """SQL condition on contacts: the contact's address for `channel` is on the suppression list (to tell a
+    suppressed contact from an unsubscribed one, e.g. in a skip reason)."""
+    return address_suppressed(channel)
 
 
 async def contact_ids_by_email(session: AsyncSession, tenant_id: uuid.UUID, emails: list[str]) -> dict[str, uuid.UUID]:

@@ -1,6 +1,6 @@
 """All ORM models; importing this package registers every table on Base.metadata."""
 
-from clarion.models.audience import Contact, ContactSubscription, Segment, SegmentMember
+from clarion.models.audience import Contact, ContactSubscription, Segment, SegmentMember, Suppression
 from clarion.models.base import Base
 from clarion.models.campaign import Campaign, CampaignRecipient, CampaignSendSchedule
 from clarion.models.campaign_events import CampaignEvent, CampaignLink
@@ -11,5 +11,5 @@ from clarion.models.tenancy import ApiKey, DomainEvent, Tenant
 from clarion.models.tracking import BounceRecord, Conversion, TrackingClient
 
 __all__ = ["ApiKey", "Base", "BounceRecord", "Conversion", "TrackingClient", "Campaign", "CampaignEvent", "CampaignLink", "CampaignRecipient", "CampaignSendSchedule",
-           "Contact", "ContactSubscription", "DomainEvent", "Job", "OutboxMessage", "Segment", "SegmentMember", "Template", "Tenant",
+           "Contact", "ContactSubscription", "DomainEvent", "Job", "OutboxMessage", "Segment", "SegmentMember", "Suppression", "Template", "Tenant",
            "WorkerTick"]

@@ -12,6 +12,7 @@ from clarion.models.base import Base, TenantOwned, Timestamps, UUIDPrimaryKey
 
 CHANNELS = ("email", "sms", "whatsapp", "telegram", "push")
 SUBSCRIPTION_STATUSES = ("subscribed", "unsubscribed", "bounced", "complained")
+SUPPRESSION_REASONS = ("bounced", "complained", "unsubscribed", "manual")
 
 
 class Contact(UUIDPrimaryKey, TenantOwned, Timestamps, Base):
@@ -65,3 +66,18 @@ class SegmentMember(TenantOwned, Base):
     segment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True)
     contact_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True)
     added_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Suppression(UUIDPrimaryKey, TenantOwned, Base):
+    """An address that never receives marketing on a channel, whatever its contact's state (or whether a
+    contact with it exists at all): it outlives deleting and re-importing the contact."""
+
+    __tablename__ = "suppressions"
+    # Also the index behind the send path's correlated NOT EXISTS (tenant, channel, contact's address).
+    __table_args__ = (UniqueConstraint("tenant_id", "channel", "address"),)
+
+    channel: Mapped[str] = mapped_column(String(16))
+    address: Mapped[str] = mapped_column(String(320))  # normalised: lower-cased email, E.164 phone
+    reason: Mapped[str] = mapped_column(String(16))  # one of SUPPRESSION_REASONS
+    note: Mapped[str | None] = mapped_column(String(1000))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

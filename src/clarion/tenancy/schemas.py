@@ -23,7 +23,16 @@ class TenantUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
-    default_region: str | None = Field(default=None, description="ISO 3166-1 alpha-2 region for phone numbers")
+    default_region: str | None = Field(default=None, description="ISO 3166-1 alpha-2 region for phone numbers; "
+                                       "null removes it")
+
+    @field_validator("name")
+    @classmethod
+    def _name_not_null(cls, value: str | None) -> str:
+        # The field is optional in a PATCH, but a tenant always has a name: an explicit null is an error.
+        if value is None:
+            raise ValueError("name cannot be null")
+        return value
 
     @field_validator("default_region")
     @classmethod

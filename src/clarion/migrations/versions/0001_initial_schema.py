@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 02:31:03.628344
+Create Date: 2026-11-22 03:00:24.805073
 """
 from __future__ import annotations
 
@@ -180,6 +180,21 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('segments', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_segments_tenant_id'), ['tenant_id'], unique=False)
+
+    op.create_table('suppressions',
+    sa.Column('channel', sa.String(length=16), nullable=False),
+    sa.Column('address', sa.String(length=320), nullable=False),
+    sa.Column('reason', sa.String(length=16), nullable=False),
+    sa.Column('note', sa.String(length=1000), nullable=True),
+    sa.Column('created_at', clarion.kit.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('id', sa.Uuid(), nullable=False),
+    sa.Column('tenant_id', sa.Uuid(), nullable=False),
+    sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], name=op.f('fk_suppressions_tenant_id_tenants'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_suppressions')),
+    sa.UniqueConstraint('tenant_id', 'channel', 'address', name=op.f('uq_suppressions_tenant_id_channel_address'))
+    )
+    with op.batch_alter_table('suppressions', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_suppressions_tenant_id'), ['tenant_id'], unique=False)
 
     op.create_table('templates',
     sa.Column('name', sa.String(length=200), nullable=False),
@@ -514,6 +529,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_templates_tenant_id'))
 
     op.drop_table('templates')
+    with op.batch_alter_table('suppressions', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_suppressions_tenant_id'))
+
+    op.drop_table('suppressions')
     with op.batch_alter_table('segments', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_segments_tenant_id'))
 
