@@ -8,6 +8,10 @@ The pipeline run is what a worker does for a campaign of N recipients: claim bat
 contacts, render the Liquid template, register and rewrite links, add the open pixel, build the RFC 5322 bytes,
 send through the SMTP channel's pool of C connections and record every outcome. Target: the pipeline reaches
 at least 50% of the baseline's messages per second.
+
+Neither side signs with DKIM (the bench's channel has no key): signing is a per-message RSA operation that the
+baseline would not pay, and is measured apart. The machine is shared with the sink (and with PostgreSQL), so
+run it a few times and read the spread.
 """
 
 from __future__ import annotations

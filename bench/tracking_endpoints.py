@@ -7,6 +7,7 @@ requests/s and the ratio (target >= 50%), then checks every accepted event is a 
 second of the load stopping.
 
     python -m bench.tracking_endpoints [--backend sqlite|postgres] [--workers 1] [--seconds 5] [--concurrency 32]
+                                       [--runs 1] [--app clarion.app:create_app]
 """
 
 from __future__ import annotations
@@ -226,12 +227,13 @@ def _bench(args: argparse.Namespace) -> None:
             paths_file = workdir / "paths.json"
             paths_file.write_text(json.dumps(paths))
             env = {**os.environ, "CLARION_DATABASE_URL": url, "CLARION_SECRET_KEY": SECRET,
-                   "CLARION_DATA_DIR": str(workdir / "data"), "PYTHONPATH": os.getcwd()}
+                   "CLARION_DATA_DIR": str(workdir / "data"),
+                   "PYTHONPATH": os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH")) if p)}
             bare = _measure("bench.tracking_endpoints:bare_app_factory", env, str(paths_file), args)
 
             # Clarion's server is left running while events are counted: durability must not wait for shutdown.
             port = _free_port()
-            server = _serve("clarion.app:create_app", port, args.workers, env)
+            server = _serve(args.app, port, args.workers, env)
             try:
                 _wait_listening(port, server)
                 ours = _run_load(port, str(paths_file), args)
@@ -264,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--recipients", type=int, default=500)
+    parser.add_argument("--runs", type=int, default=1, help="repeat the whole measurement (fresh database each)")
+    parser.add_argument("--app", default="clarion.app:create_app", help="the app factory to serve")
     parser.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--paths-file", help=argparse.SUPPRESS)
@@ -271,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.load:
         _load_main(args)
     else:
-        _bench(args)
+        for _ in range(args.runs):
+            _bench(args)
     return 0
 
 

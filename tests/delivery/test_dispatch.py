@@ -327,3 +327,34 @@ async def test_a_test_send_validates_its_addresses(api: httpx.AsyncClient) -> No
     assert bad.status_code == 422 and bad.json()["errors"][0]["loc"] == ["body", "to", 1]
     missing = await api.post(f"{CAMPAIGNS}/{uuid.uuid4()}/test", json={"to": ["ok@x.example"]})
     assert missing.status_code == 404
+
+
+async def test_cron_driven_process_daily_starts_sends_the_daily_quota_and_completes(
+    api: httpx.AsyncClient, db: Database
+) -> None:
+    """Seed 002 without any worker: activate for tomorrow, then one process-daily call a day."""
+    from datetime import UTC, datetime, timedelta
+
+    from clarion.kit.clock import clock
+
+    clock.freeze(datetime(2025, 1, 14, 9, tzinfo=UTC))
+    contacts = people(5)
+    for contact in contacts:
+        assert (await api.post("/api/v1/contacts", json=contact)).status_code == 201
+    created = await api.post(CAMPAIGNS, json={"name": "Cron", "channel": "email", "daily_send_limit": 2,
+                                              "template_id": await email_template(api)})
+    campaign_id = created.json()["id"]
+    await api.post(f"{CAMPAIGNS}/{campaign_id}/recipients", json={"emails": [c["email"] for c in contacts]})
+    activated = (await api.post(f"{CAMPAIGNS}/{campaign_id}/activate", params={"start_date": "2025-01-15"})).json()
+    assert (activated["estimated_days"], activated["estimated_completion_date"]) == (3, "2025-01-17")
+
+    assert (await api.post("/api/v1/process-daily")).json()["messages_sent"] == 0  # not yet its day
+    assert (await campaign_row(db, campaign_id)).status == "scheduled"
+    sent_per_day = []
+    for _ in range(3):
+        clock.advance(timedelta(days=1))
+        sent_per_day.append((await api.post("/api/v1/process-daily")).json()["messages_sent"])
+    assert sent_per_day == [2, 2, 1]
+    campaign = await campaign_row(db, campaign_id)
+    assert (campaign.status, campaign.sent, campaign.pending) == ("completed", 5, 0)
+    assert campaign.completed_at is not None

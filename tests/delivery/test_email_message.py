@@ -5,12 +5,16 @@ from __future__ import annotations
 import base64
 import re
 from email import message_from_bytes, policy
+from email.header import decode_header, make_header
+from email.utils import parseaddr
 from typing import Any
 
 import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from clarion.delivery.channels.base import EmailPayload, OutgoingMessage
 from clarion.delivery.channels.smtp import DkimConfig, SmtpConfig, SmtpProvider
@@ -182,3 +186,145 @@ async def test_the_smtp_provider_signs_with_its_configured_key_once(rsa_key: rsa
         assert received.content.count(b"DKIM-Signature:") == 1
         assert dkim.verify(received.content, dnsfunc=dns_for(rsa_key))
         assert "list-unsubscribe-post" in signed_headers(received.content)
+
+
+# --- the direct writer reads back through the stdlib parser exactly ------------------------------------------
+
+_ALPHABETS = st.sampled_from([
+    st.characters(min_codepoint=0x20, max_codepoint=0x7E),  # printable ASCII, specials included
+    st.characters(min_codepoint=0x00, max_codepoint=0xFF, blacklist_characters="\r\n"),  # Latin-1 and controls
+    st.characters(min_codepoint=0x4E00, max_codepoint=0x9FFF),  # CJK
+    st.characters(min_codepoint=0x1F300, max_codepoint=0x1FAFF),  # emoji (astral)
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"),  # anything but a line break
+])
+
+
+@st.composite
+def _header_text(draw: Any, max_size: int = 120, controls: bool = True) -> str:
+    alphabet = st.text(st.characters(blacklist_categories=("Cs", "Cc"))) if not controls else None
+    pieces = draw(st.lists(_ALPHABETS.flatmap(lambda a: st.text(a, max_size=40)), max_size=5))
+    text = draw(st.sampled_from([" ", "", "  "])).join(pieces)[:max_size]
+    if alphabet is not None:  # a display name is a name: control characters have no business there
+        text = "".join(ch for ch in text if ch.isprintable() or ch == " ")
+    return text
+
+
+_LOCAL = st.from_regex(r"[a-z0-9](?:[a-z0-9_+-]|\.[a-z0-9]){0,30}", fullmatch=True)
+_DOMAIN = st.from_regex(r"[a-z0-9](?:[a-z0-9-]{0,20}[a-z0-9])?(?:\.[a-z]{2,10}){1,3}", fullmatch=True)
+_ADDRESS = st.builds(lambda local, domain: f"{local}@{domain}", _LOCAL, _DOMAIN)
+
+_BODY_LINE = st.one_of(
+    _ALPHABETS.flatmap(lambda a: st.text(a, max_size=60)),
+    st.sampled_from(["From here on", ".", "..", ". leading dot", "From ", "trailing space ", "tab\t",
+                     "=?utf-8?q?not_a_word?=", "x" * 200, "ü" * 120, "🎉" * 50, "--", "-- ", "=", "=3D"]),
+    st.text(st.sampled_from("ab =.\t€"), min_size=70, max_size=300),  # long lines to be broken
+)
+_BODY = st.tuples(st.lists(_BODY_LINE, max_size=12), st.lists(st.sampled_from(["\n", "\r\n", "\r"]),
+                                                               min_size=12, max_size=12)).map(
+    lambda lines_seps: "".join(line + sep for line, sep in zip(lines_seps[0], lines_seps[1], strict=False)))
+
+
+def _mailbox(name: str, address: str, quoted: bool) -> str:
+    if not name:
+        return address
+    if quoted:
+        return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '" <' + address + ">"
+    return f"{name} <{address}>"
+
+
+def _canonical(text: str) -> str:
+    """What a text part carries: line breaks as CRLF, ending with one (RFC 2045 canonical form)."""
+    text = re.sub(r"\r\n|\r|\n", "\r\n", text)
+    return text if text.endswith("\r\n") else text + "\r\n"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(subject=_header_text(), from_name=_header_text(60, controls=False),
+       to_name=_header_text(60, controls=False), reply_name=_header_text(60, controls=False),
+       quoted=st.booleans(), from_address=_ADDRESS, to_address=_ADDRESS, reply_address=_ADDRESS,
+       text=_BODY, html=st.one_of(st.none(), _BODY))
+def test_any_message_parses_back_to_what_was_put_in(
+        subject: str, from_name: str, to_name: str, reply_name: str, quoted: bool, from_address: str,
+        to_address: str, reply_address: str, text: str, html: str | None) -> None:
+    # An unquoted display name is a phrase: only what a phrase can hold, with its whitespace collapsed.
+    # Either way a display name's whitespace runs are written as one space.
+    def usable(name: str) -> str:
+        return " ".join((name if quoted else re.sub(r'["<>@,;:\\\[\]()]', "", name)).split())
+
+    names = {"from": usable(from_name), "to": usable(to_name), "reply-to": usable(reply_name)}
+    raw = email(subject=subject, from_addr=_mailbox(names["from"], from_address, quoted),
+                to_addr=_mailbox(names["to"], to_address, quoted),
+                reply_to=_mailbox(names["reply-to"], reply_address, quoted), text=text, html=html)
+
+    assert raw.isascii()
+    assert b"\n" not in raw.replace(b"\r\n", b"") and b"\r" not in raw.replace(b"\r\n", b"")
+    head, _, _ = raw.partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n"):
+        # 78 columns wherever a fold is allowed: only a single unbreakable token may run longer.
+        assert len(line) <= 78 or line.startswith((b"List-Unsubscribe:", b" <")), line
+        assert line.strip(), "a folded header never leaves a line of whitespace only"
+
+    msg = message_from_bytes(raw, policy=policy.default)
+    assert not msg.defects
+    assert str(msg["Subject"]) == subject
+    legacy = message_from_bytes(raw, policy=policy.compat32)
+    for header, address in (("from", from_address), ("to", to_address), ("reply-to", reply_address)):
+        mailboxes = msg[header].addresses
+        assert len(mailboxes) == 1
+        assert mailboxes[0].addr_spec == address
+        # RFC 2047 §6.2: whitespace between two adjacent encoded-words is not part of the text.
+        encoded_name, legacy_address = parseaddr(legacy[header])
+        assert legacy_address == address
+        assert str(make_header(decode_header(encoded_name))) == names[header]
+        if not re.search(r"\?=\s+=\?", encoded_name):
+            # The stdlib's phrase parser keeps that whitespace (a CPython deviation from RFC 2047), so it reads
+            # a display name back exactly only when no encoded-word had to be split in two.
+            assert mailboxes[0].display_name == names[header]
+    if html is None:
+        assert msg.get_content_type() == "text/plain"
+        assert msg.get_content() == _canonical(text)
+    else:
+        plain_part, html_part = msg.iter_parts()
+        assert (plain_part.get_content_type(), html_part.get_content_type()) == ("text/plain", "text/html")
+        assert plain_part.get_content() == _canonical(text)
+        assert html_part.get_content() == _canonical(html)
+        assert not plain_part.defects and not html_part.defects
+
+
+@pytest.mark.parametrize("to_addr", ['"Doe, Jane" <jane@example.com>', "J. R. Smith <jrs@example.com>",
+                                     "=?utf-8?q?Zo=C3=AB?= <zoe@example.com>", "<bare@example.com>",
+                                     "  Zoë   Müller  <zoe@example.com>", '"Zoë \\"Z\\" Müller" <zoe@example.com>'])
+def test_display_names_with_specials_and_encoded_words_survive(to_addr: str) -> None:
+    expected_name, expected_addr = parseaddr(to_addr)
+    expected_name = " ".join(expected_name.split())
+    if expected_name.startswith("=?"):
+        expected_name = "Zoë"
+    msg = message_from_bytes(email(to_addr=to_addr), policy=policy.default)
+    (mailbox,) = msg["To"].addresses
+    assert (mailbox.display_name, mailbox.addr_spec) == (expected_name, expected_addr)
+
+
+def test_a_long_subject_is_folded_and_a_long_unsubscribe_url_is_never_encoded() -> None:
+    subject = "Spring deals on everything in the store " * 6 + "— jetzt mit Grüßen aus Köln 春のセール"
+    raw = email(subject=subject, list_unsubscribe_url=UNSUB_URL)
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    assert all(len(line) <= 78 for line in head.split(b"\r\n") if not line.startswith(b"List-Unsubscribe:"))
+    assert f"List-Unsubscribe: <{UNSUB_URL}>,".encode() in head
+    assert str(message_from_bytes(raw, policy=policy.default)["Subject"]) == subject
+
+
+def test_the_boundary_never_occurs_in_a_part() -> None:
+    import clarion.delivery.email_message as em
+
+    # A 7bit part that happens to hold the first boundary drawn forces another draw.
+    draws = iter([0xABC, 0xABC, 0xDEF])
+    original = em.random.getrandbits
+    em.random.getrandbits = lambda bits: next(draws)  # type: ignore[assignment]
+    try:
+        taken = f"=_clarion_{0xABC:024x}"
+        raw = email(text=f"--{taken}\nplain", html="<p>x</p>")
+    finally:
+        em.random.getrandbits = original  # type: ignore[assignment]
+    assert f'boundary="=_clarion_{0xDEF:024x}"'.encode() in raw
+    msg = message_from_bytes(raw, policy=policy.default)
+    assert [p.get_content() for p in msg.iter_parts()] == [f"--{taken}\r\nplain\r\n", "<p>x</p>\r\n"]

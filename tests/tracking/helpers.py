@@ -28,7 +28,7 @@ class Sent:
 
 
 async def sent_campaign(api: httpx.AsyncClient, db: Database, emails: list[str], *,
-                        currency: str = "USD") -> list[Sent]:
+                        currency: str = "USD", **campaign_fields: Any) -> list[Sent]:
     """An email campaign whose recipients (one per address) were claimed and recorded as sent just now."""
     contacts = []
     for address in emails:
@@ -36,7 +36,7 @@ async def sent_campaign(api: httpx.AsyncClient, db: Database, emails: list[str],
         assert response.status_code == 201, response.text
         contacts.append(response.json())
     created = await api.post("/api/v1/campaigns", json={"name": "Summer Sale", "channel": "email",
-                                                        "currency": currency})
+                                                        "currency": currency, **campaign_fields})
     assert created.status_code == 201, created.text
     campaign_id = created.json()["id"]
     added = await api.post(f"/api/v1/campaigns/{campaign_id}/recipients",

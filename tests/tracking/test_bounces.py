@@ -156,3 +156,9 @@ async def test_the_worker_polls_the_maildir_and_moves_processed_messages_out_of_
     assert await _consent(api, dee.contact_id) == "bounced"
     assert (await recipient(api, dee.campaign_id, dee.id))["status"] == "bounced"
     assert await process_bounce_maildir(db, box, rules=BounceSettings()) == 0
+
+
+async def test_an_upload_that_is_no_message_at_all_is_not_a_500(api, db) -> None:  # type: ignore[no-untyped-def]
+    png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x00\x00\x00\x00:~\x9bU"
+    response = await api.post("/api/v1/bounces", files={"file": ("file.png", png, "image/png")})
+    assert response.status_code < 500, response.text

@@ -73,3 +73,22 @@ def normalize_tags(tags: list[str]) -> list[str]:
         if value not in out:
             out.append(value)
     return out
+
+
+# Telegram chat ids and push endpoints are opaque: trimmed and bounded, nothing more.
+MAX_OPAQUE_ADDRESS = 320
+
+
+def normalize_address(channel: str, raw: str, default_region: str | None) -> str:
+    """The address as contacts store it: lower-cased email, E.164 phone; telegram/push ids are taken as given
+    (trimmed). Raises ValueError with the reason."""
+    if channel == "email":
+        return normalize_email(raw)
+    if channel in ("sms", "whatsapp"):
+        return normalize_phone(raw, default_region)
+    value = raw.strip()
+    if not value:
+        raise ValueError("empty address")
+    if len(value) > MAX_OPAQUE_ADDRESS:
+        raise ValueError(f"address longer than {MAX_OPAQUE_ADDRESS} characters")
+    return value

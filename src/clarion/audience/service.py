@@ -216,3 +216,8 @@ async def import_contacts(session: AsyncSession, tenant_id: uuid.UUID, binary: B
     return await importer.import_csv(session, tenant_id, binary, default_region=tenant.default_region,
                                      chunk_rows=chunk_rows, channels_of_address=CHANNELS_OF_ADDRESS,
                                      after_chunk=after_chunk, on_progress=on_progress)
+
+
+def normalize_address(channel: str, raw: str, default_region: str | None) -> str:
+    """An address on `channel` as contacts store it (ValueError with the reason): for other domains' input."""
+    return normalize.normalize_address(channel, raw, default_region)

@@ -26,23 +26,6 @@ from clarion.kit.pagination import PageRows
 from clarion.models import Suppression
 from clarion.tenancy import service as tenancy
 
-MAX_OPAQUE_ADDRESS = 320
-
-
-def normalize_address(channel: str, raw: str, default_region: str | None) -> str:
-    """The address as contacts store it: lower-cased email, E.164 phone; telegram/push ids are taken as given
-    (trimmed). Raises ValueError with the reason."""
-    if channel == "email":
-        return normalize.normalize_email(raw)
-    if channel in ("sms", "whatsapp"):
-        return normalize.normalize_phone(raw, default_region)
-    value = raw.strip()
-    if not value:
-        raise ValueError("empty address")
-    if len(value) > MAX_OPAQUE_ADDRESS:
-        raise ValueError(f"address longer than {MAX_OPAQUE_ADDRESS} characters")
-    return value
-
 
 async def add_suppressions(session: AsyncSession, tenant_id: uuid.UUID, data: SuppressionCreate) -> SuppressionsAdded:
     """Add addresses to the list. Invalid ones are reported (422 only when none is valid); ones already on the
@@ -53,7 +36,7 @@ async def add_suppressions(session: AsyncSession, tenant_id: uuid.UUID, data: Su
     errors: list[dict[str, Any]] = []
     for index, raw in enumerate(data.addresses):
         try:
-            valid[normalize_address(data.channel, raw, tenant.default_region)] = None
+            valid[normalize.normalize_address(data.channel, raw, tenant.default_region)] = None
         except ValueError as exc:
             invalid.append(InvalidAddress(address=raw, error=str(exc)))
             errors.append(field_error(["body", "addresses", index], str(exc)))
@@ -91,7 +74,7 @@ async def delete_suppression(session: AsyncSession, tenant_id: uuid.UUID, suppre
 async def check(session: AsyncSession, tenant_id: uuid.UUID, data: SuppressionCheck) -> SuppressionCheckResult:
     tenant = await tenancy.get_tenant(session, tenant_id)
     try:
-        address = normalize_address(data.channel, data.address, tenant.default_region)
+        address = normalize.normalize_address(data.channel, data.address, tenant.default_region)
     except ValueError as exc:
         raise Invalid(str(exc), errors=[field_error(["body", "address"], str(exc))]) from exc
     found = await SuppressionRepo(session, tenant_id).find_address(data.channel, address)

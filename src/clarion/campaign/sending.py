@@ -269,71 +269,136 @@ async def _apply_tally(session: AsyncSession, campaign_id: uuid.UUID, tally: _Ta
 
 # --- events -------------------------------------------------------------------------------------------------
 
+@dataclass(frozen=True, slots=True)
+class EventInput:
+    """One event to record (record_events). `counts=False` appends the event and moves nothing."""
+
+    tenant_id: uuid.UUID
+    campaign_id: uuid.UUID
+    recipient_id: int | None
+    type: str
+    occurred_at: datetime
+    metadata: dict[str, Any] | None = None
+    provider_message_id: str | None = None
+    counts: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class _Effect:
+    """What one event did to its recipient: column values, campaign counter deltas, whether status moved."""
+
+    values: dict[str, Any]
+    deltas: dict[str, int]
+    moved: bool
+
+
+_NO_EFFECT = _Effect({}, {}, False)
+
+
+def _apply(state: dict[str, Any], event: EventInput) -> _Effect:
+    """The recipient state machine for one event, on `state` (the row's current values, updated in place).
+
+    Replays and out-of-order arrivals change nothing twice: a timestamp is set once, a status never goes back,
+    and the unique counters follow the timestamps. Machine (flagged) opens and clicks count in open_count /
+    click_count and the *_total counters only.
+    """
+    status = state["status"]
+    if status in TERMINAL or FORWARD_RANK[status] == 0:
+        return _NO_EFFECT  # never sent, or finished: the event is history, nothing moves
+    type_, metadata, at = event.type, event.metadata, event.occurred_at
+    values: dict[str, Any] = {}
+    deltas: dict[str, int] = {}
+    machine = type_ in ("opened", "clicked") and is_machine(metadata)
+    if type_ == "opened":
+        values["open_count"] = state["open_count"] + 1
+        deltas["opened_total"] = 1
+    elif type_ == "clicked":
+        values["click_count"] = state["click_count"] + 1
+        deltas["clicked_total"] = 1
+    moved_to: str | None = None
+    if type_ in _LATE_FAILURES and status in ("sent", "delivered"):
+        moved_to = _LATE_FAILURES[type_]
+        deltas[moved_to] = 1
+        if moved_to == "failed":
+            values["failed_at"] = at
+        reason = (metadata or {}).get("reason") or (metadata or {}).get("diagnostic")
+        if reason:
+            values["failure_reason"] = str(reason)[:2000]
+    elif type_ in _TIMESTAMP_OF and not machine:
+        # Engagement proves delivery, so an open before (or without) a delivery report counts as delivered.
+        for stage in ("delivered", type_):
+            column = _TIMESTAMP_OF[stage]
+            if state[column] is None and column not in values:
+                values[column] = at
+                deltas[_FIRST_COUNTER[stage]] = deltas.get(_FIRST_COUNTER[stage], 0) + 1
+        if FORWARD_RANK[type_] > FORWARD_RANK[status]:
+            moved_to = type_
+    if moved_to is not None:
+        values["status"] = moved_to
+    state.update(values)
+    return _Effect(values, deltas, moved_to is not None)
+
+
+async def record_events(session: AsyncSession, events: list[EventInput]) -> list[bool]:
+    """Append events and move their recipients forward, with the campaigns' counters, in a constant number of
+    statements per batch: one SELECT of the recipients (locked), one INSERT of the events, one UPDATE of the
+    changed recipients, one UPDATE per campaign of its counters.
+
+    The events apply in the order given (the order they arrived); the result is exactly that of record_event
+    called for each in turn. Returns, per event, whether its recipient's status moved. NotFound (and nothing
+    written) when an event names a recipient that is not its campaign's.
+    """
+    if not events:
+        return []
+    wanted = {e.recipient_id for e in events if e.recipient_id is not None}
+    rows = {row["id"]: row for row in await repo.lock_recipients(session, wanted)}
+    for e in events:
+        if e.recipient_id is None:
+            continue
+        row = rows.get(e.recipient_id)
+        if row is None or row["campaign_id"] != e.campaign_id or row["tenant_id"] != e.tenant_id:
+            raise NotFound(f"recipient {e.recipient_id} of campaign {e.campaign_id} not found")
+    moved: list[bool] = []
+    changed: dict[int, dict[str, Any]] = {}
+    deltas_of: dict[uuid.UUID, dict[str, int]] = {}
+    for e in events:
+        row = rows.get(e.recipient_id) if e.recipient_id is not None else None
+        if row is None or not e.counts:
+            moved.append(False)
+            continue
+        effect = _apply(row, e)
+        moved.append(effect.moved)
+        if effect.values:
+            changed.setdefault(row["id"], {}).update(effect.values)
+        if effect.deltas:
+            totals = deltas_of.setdefault(e.campaign_id, {})
+            for name, delta in effect.deltas.items():
+                totals[name] = totals.get(name, 0) + delta
+            for first in ("opened", "clicked", "converted"):
+                if effect.deltas.get(first):
+                    tenancy.emit(session, e.tenant_id, f"crm.campaign.recipient.{first}",
+                                 {"campaign_id": str(e.campaign_id), "recipient_id": row["id"],
+                                  "contact_id": str(row["contact_id"])})
+    await repo.insert_events(session, [
+        _event(e.tenant_id, e.campaign_id, e.recipient_id,
+               rows[e.recipient_id]["contact_id"] if e.recipient_id is not None else None,
+               e.type, e.occurred_at, e.metadata, e.provider_message_id) for e in events])
+    if changed:
+        await repo.update_recipients(session, [rows[rid] for rid in changed], now=utcnow())
+    for campaign_id in sorted(deltas_of):  # one lock order for every writer
+        await repo.add_counters(session, campaign_id, **deltas_of[campaign_id])
+    return moved
+
+
 async def record_event(session: AsyncSession, *, tenant_id: uuid.UUID, campaign_id: uuid.UUID,
                        recipient_id: int | None, type: str, occurred_at: datetime,
                        metadata: dict[str, Any] | None = None, provider_message_id: str | None = None,
                        counts: bool = True) -> bool:
-    """Append an event; move the recipient forward only, with the campaign's counters in the same transaction.
-
-    Replays and out-of-order arrivals change nothing twice: a timestamp is set once, a status never goes
-    back, and the unique counters follow the timestamps. Machine (flagged) opens and clicks count in
-    open_count / click_count and the *_total counters only. `counts=False` appends the event and nothing else.
-    Returns whether the recipient's status moved. NotFound when the recipient is not the campaign's.
-    """
-    if recipient_id is None:
-        await repo.insert_events(session, [_event(tenant_id, campaign_id, None, None, type, occurred_at, metadata,
-                                                  provider_message_id)])
-        return False
-    # Writing the event first takes SQLite's write lock before the recipient is read; PostgreSQL locks the row.
-    if not await repo.insert_recipient_event(session, _event(tenant_id, campaign_id, recipient_id, None, type,
-                                                             occurred_at, metadata, provider_message_id)):
-        raise NotFound(f"recipient {recipient_id} of campaign {campaign_id} not found")
-    if not counts:
-        return False
-    recipient = await repo.lock_recipient(session, recipient_id, campaign_id=campaign_id, tenant_id=tenant_id)
-    assert recipient is not None  # the event insert above found it
-    status = recipient.status
-    if status in TERMINAL or FORWARD_RANK[status] == 0:
-        return False  # never sent, or finished: the event is history, nothing moves
-    values: dict[str, Any] = {}
-    deltas: dict[str, int] = {}
-    machine = type in ("opened", "clicked") and is_machine(metadata)
-    if type == "opened":
-        values["open_count"] = recipient.open_count + 1
-        deltas["opened_total"] = 1
-    elif type == "clicked":
-        values["click_count"] = recipient.click_count + 1
-        deltas["clicked_total"] = 1
-    moved_to: str | None = None
-    if type in _LATE_FAILURES and status in ("sent", "delivered"):
-        moved_to = _LATE_FAILURES[type]
-        deltas[moved_to] = 1
-        if moved_to == "failed":
-            values["failed_at"] = occurred_at
-        reason = (metadata or {}).get("reason") or (metadata or {}).get("diagnostic")
-        if reason:
-            values["failure_reason"] = str(reason)[:2000]
-    elif type in _TIMESTAMP_OF and not machine:
-        # Engagement proves delivery, so an open before (or without) a delivery report counts as delivered.
-        for stage in ("delivered", type):
-            column = _TIMESTAMP_OF[stage]
-            if getattr(recipient, column) is None and column not in values:
-                values[column] = occurred_at
-                deltas[_FIRST_COUNTER[stage]] = deltas.get(_FIRST_COUNTER[stage], 0) + 1
-        if FORWARD_RANK[type] > FORWARD_RANK[status]:
-            moved_to = type
-    if moved_to is not None:
-        values["status"] = moved_to
-    if values:
-        values["updated_at"] = utcnow()
-        await repo.update_recipient(session, recipient_id, values)
-    await repo.add_counters(session, campaign_id, **deltas)
-    for first in ("opened", "clicked", "converted"):
-        if deltas.get(first):
-            tenancy.emit(session, tenant_id, f"crm.campaign.recipient.{first}",
-                         {"campaign_id": str(campaign_id), "recipient_id": recipient_id,
-                          "contact_id": str(recipient.contact_id)})
-    return moved_to is not None
+    """Append one event; record_events of one. Returns whether the recipient's status moved. NotFound when the
+    recipient is not the campaign's."""
+    [moved] = await record_events(session, [EventInput(tenant_id, campaign_id, recipient_id, type, occurred_at,
+                                                       metadata, provider_message_id, counts)])
+    return moved
 
 
 def _ref(row: tuple[Any, ...] | None) -> RecipientRef | None:
@@ -342,6 +407,13 @@ def _ref(row: tuple[Any, ...] | None) -> RecipientRef | None:
 
 async def get_recipient_ref(session: AsyncSession, recipient_id: int) -> RecipientRef | None:
     return _ref(await repo.recipient_ref(session, recipient_id=recipient_id))
+
+
+async def get_recipient_refs(session: AsyncSession, recipient_ids: set[int]) -> dict[int, RecipientRef]:
+    """recipient id → ref for those that exist, in one query."""
+    if not recipient_ids:
+        return {}
+    return {row[0]: RecipientRef(*row) for row in await repo.recipient_refs(session, recipient_ids)}
 
 
 async def find_recipient_by_provider_message_id(session: AsyncSession,
@@ -375,29 +447,33 @@ async def add_revenue(session: AsyncSession, *, tenant_id: uuid.UUID, campaign_i
 
 # --- campaign ticks -----------------------------------------------------------------------------------------
 
-async def start_due_campaigns(session: AsyncSession, *, now: datetime) -> list[uuid.UUID]:
-    """Scheduled campaigns whose time has come start running, planned first if they were not yet."""
+async def start_due_campaigns(session: AsyncSession, *, now: datetime,
+                              tenant_id: uuid.UUID | None = None) -> list[uuid.UUID]:
+    """Scheduled campaigns whose time has come start running, planned first if they were not yet.
+    `tenant_id` limits it to one tenant (process-daily); the worker's tick passes none."""
     started: list[uuid.UUID] = []
     today = now.date()
-    for campaign_id, tenant_id in await repo.due_scheduled_campaigns(session, now=now, today=today):
-        campaign = await service.get_campaign(session, tenant_id, campaign_id, for_update=True)
+    due = await repo.due_scheduled_campaigns(session, now=now, today=today, tenant_id=tenant_id)
+    for campaign_id, owner in due:
+        campaign = await service.get_campaign(session, owner, campaign_id, for_update=True)
         if campaign.status != "scheduled":
             continue  # another worker got there first (SQLite has no SKIP LOCKED)
-        if await PlanningRepo(session, tenant_id).count_pending(campaign_id, unplanned_only=True):
+        if await PlanningRepo(session, owner).count_pending(campaign_id, unplanned_only=True):
             await planning.lay_out(session, campaign, start_date=max(campaign.start_date or today, today))
-        await service.transition(session, tenant_id, campaign_id, "start")
+        await service.transition(session, owner, campaign_id, "start")
         started.append(campaign_id)
     return started
 
 
-async def complete_finished_campaigns(session: AsyncSession, *, now: datetime) -> list[uuid.UUID]:
+async def complete_finished_campaigns(session: AsyncSession, *, now: datetime,
+                                      tenant_id: uuid.UUID | None = None) -> list[uuid.UUID]:
     """Running campaigns with no recipient pending or sending are completed (completed_at, event)."""
     completed: list[uuid.UUID] = []
-    for campaign_id, tenant_id in await repo.finished_running_campaigns(session):
-        campaign = await service.get_campaign(session, tenant_id, campaign_id, for_update=True)
+    for campaign_id, owner in await repo.finished_running_campaigns(session, tenant_id=tenant_id):
+        campaign = await service.get_campaign(session, owner, campaign_id, for_update=True)
         if campaign.status != "running" or await repo.has_unsent(session, campaign_id):
             continue
-        await service.transition(session, tenant_id, campaign_id, "complete")
+        await service.transition(session, owner, campaign_id, "complete")
         completed.append(campaign_id)
     return completed
 

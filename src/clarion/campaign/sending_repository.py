@@ -18,8 +18,6 @@ from typing import Any
 
 from sqlalchemy import (
     Select,
-    String,
-    Uuid,
     and_,
     bindparam,
     case,
@@ -35,7 +33,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.audience import service as audience
-from clarion.kit.types import JSONType, UTCDateTime
 from clarion.models import (
     Campaign,
     CampaignEvent,
@@ -272,37 +269,54 @@ async def insert_events(session: AsyncSession, rows: list[dict[str, Any]]) -> No
         await session.execute(CampaignEvent.__table__.insert(), rows)
 
 
-async def insert_recipient_event(session: AsyncSession, row: dict[str, Any]) -> bool:
-    """Insert one event of a recipient, its contact_id copied from the row; False when the recipient is not
-    the campaign's (then nothing is inserted)."""
-    source = select(
-        literal(row["tenant_id"], Uuid()), literal(row["campaign_id"], Uuid()), R.id, R.contact_id,
-        literal(row["type"], String()), literal(row["occurred_at"], UTCDateTime()),
-        literal(row["metadata"], JSONType), literal(row["provider_message_id"], String()),
-    ).where(R.id == row["recipient_id"], R.campaign_id == row["campaign_id"], R.tenant_id == row["tenant_id"])
-    table = CampaignEvent.__table__
-    stmt = table.insert().from_select(
-        ["tenant_id", "campaign_id", "recipient_id", "contact_id", "type", "occurred_at", "metadata",
-         "provider_message_id"], source)
-    result = await session.execute(stmt, execution_options={"preserve_rowcount": True})
-    return bool(result.rowcount)
+# The columns record_events reads of a recipient and may write back.
+_EVENT_STATE = (R.id, R.tenant_id, R.campaign_id, R.contact_id, R.status, R.delivered_at, R.opened_at,
+                R.clicked_at, R.converted_at, R.failed_at, R.open_count, R.click_count, R.failure_reason)
+_EVENT_WRITES = ("status", "delivered_at", "opened_at", "clicked_at", "converted_at", "failed_at", "open_count",
+                 "click_count", "failure_reason")
+_CHUNK = 5000  # ids per IN list, well under SQLite's limit on bound parameters
 
 
-async def lock_recipient(session: AsyncSession, recipient_id: int, *, campaign_id: uuid.UUID,
-                         tenant_id: uuid.UUID) -> CampaignRecipient | None:
-    stmt = (select(R).where(R.id == recipient_id, R.campaign_id == campaign_id, R.tenant_id == tenant_id)
-            .execution_options(populate_existing=True))
-    if dialect(session) == "postgresql":
-        stmt = stmt.with_for_update()
-    return (await session.execute(stmt)).scalar_one_or_none()
+async def lock_recipients(session: AsyncSession, ids: set[int]) -> list[dict[str, Any]]:
+    """The recipients' event state as dicts, locked until the transaction ends: FOR UPDATE in id order on
+    PostgreSQL (concurrent writers never deadlock); on SQLite the database's write lock is taken first, so no
+    other writer changes a row between this read and the write that follows it."""
+    if not ids:
+        return []
+    if dialect(session) == "sqlite":
+        await session.execute(update(R).where(literal(False)).values(status=R.status),
+                              execution_options=_NO_SYNC)
+    ordered = sorted(ids)
+    found: list[dict[str, Any]] = []
+    for at in range(0, len(ordered), _CHUNK):
+        stmt = _locked(session, select(*_EVENT_STATE).where(R.id.in_(ordered[at:at + _CHUNK])).order_by(R.id))
+        found.extend(dict(row._mapping) for row in (await session.execute(stmt)).all())
+    return found
 
 
-async def update_recipient(session: AsyncSession, recipient_id: int, values: dict[str, Any]) -> None:
-    await session.execute(update(R).where(R.id == recipient_id).values(**values), execution_options=_NO_SYNC)
+async def update_recipients(session: AsyncSession, rows: list[dict[str, Any]], *, now: datetime) -> None:
+    """Write record_events' new state of each row (keys as lock_recipients returned them): one executemany."""
+    if not rows:
+        return
+    table = R.__table__
+    stmt = (update(table).where(table.c.id == bindparam("rid"))
+            .values(updated_at=now, **{name: bindparam(f"v_{name}") for name in _EVENT_WRITES}))
+    await session.execute(stmt, [{"rid": row["id"], **{f"v_{name}": row[name] for name in _EVENT_WRITES}}
+                                 for row in rows])
 
 
 _REF_COLUMNS = (R.id, R.tenant_id, R.campaign_id, R.contact_id, Campaign.channel, R.status, R.sent_at, R.email,
                 R.phone)
+
+
+async def recipient_refs(session: AsyncSession, ids: set[int]) -> list[tuple[Any, ...]]:
+    ordered = sorted(ids)
+    found: list[tuple[Any, ...]] = []
+    for at in range(0, len(ordered), _CHUNK):
+        stmt = select(*_REF_COLUMNS).join(Campaign, Campaign.id == R.campaign_id).where(
+            R.id.in_(ordered[at:at + _CHUNK]))
+        found.extend(tuple(row) for row in (await session.execute(stmt)).all())
+    return found
 
 
 async def recipient_ref(session: AsyncSession, *, recipient_id: int | None = None,
@@ -318,20 +332,29 @@ async def recipient_ref(session: AsyncSession, *, recipient_id: int | None = Non
 
 # --- campaign ticks -----------------------------------------------------------------------------------------
 
-async def due_scheduled_campaigns(session: AsyncSession, *, now: datetime, today: date) -> list[tuple[Any, ...]]:
+def _of_tenant(stmt: Any, tenant_id: uuid.UUID | None) -> Any:
+    """Worker ticks pass None (every tenant); a tenant's own process-daily call passes its id."""
+    return stmt if tenant_id is None else stmt.where(Campaign.tenant_id == tenant_id)
+
+
+async def due_scheduled_campaigns(session: AsyncSession, *, now: datetime, today: date,
+                                  tenant_id: uuid.UUID | None = None) -> list[tuple[Any, ...]]:
     """(id, tenant_id) of scheduled campaigns whose start time has come; locked (skip-locked on PostgreSQL)."""
-    stmt = select(Campaign.id, Campaign.tenant_id).where(
+    stmt = _of_tenant(select(Campaign.id, Campaign.tenant_id).where(
         Campaign.status == "scheduled",
-        or_(Campaign.scheduled_at <= now, and_(Campaign.scheduled_at.is_(None), Campaign.start_date <= today)))
+        or_(Campaign.scheduled_at <= now, and_(Campaign.scheduled_at.is_(None), Campaign.start_date <= today))),
+        tenant_id)
     if dialect(session) == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)
     return [tuple(row) for row in (await session.execute(stmt)).all()]
 
 
-async def finished_running_campaigns(session: AsyncSession) -> list[tuple[Any, ...]]:
+async def finished_running_campaigns(session: AsyncSession, *,
+                                     tenant_id: uuid.UUID | None = None) -> list[tuple[Any, ...]]:
     """(id, tenant_id) of running campaigns with no recipient pending or sending."""
     unsent = select(R.id).where(R.campaign_id == Campaign.id, R.status.in_(("pending", "sending")))
-    stmt = select(Campaign.id, Campaign.tenant_id).where(Campaign.status == "running", not_(exists(unsent)))
+    stmt = _of_tenant(select(Campaign.id, Campaign.tenant_id).where(Campaign.status == "running",
+                                                                    not_(exists(unsent))), tenant_id)
     if dialect(session) == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)
     return [tuple(row) for row in (await session.execute(stmt)).all()]

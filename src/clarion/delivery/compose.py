@@ -95,6 +95,7 @@ class Rendered:
     html: str | None = None
     text: str = ""
     fields: dict[str, Any] | None = None
+    unsubscribe_url: str | None = None  # the one the template saw; List-Unsubscribe names the same
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,16 +172,18 @@ def render_one(
 ) -> Rendered:
     """Render one recipient's message. Raises rendering.RenderError (or css_inline.InlineError) when the template
     needs data this contact lacks."""
+    unsubscribe_url = unsubscribe_url or links.unsubscribe(recipient_id)
     context = rendering.build_context(
         contact,
         campaign={"id": str(campaign.id), "name": campaign.name},
         variables=content.variables,
-        unsubscribe_url=unsubscribe_url or links.unsubscribe(recipient_id),
+        unsubscribe_url=unsubscribe_url,
         view_in_browser_url=links.view_in_browser(recipient_id),
     )
     if content.email is not None:
         email = rendering.render_email(content.email, context)
-        return Rendered(recipient_id, to, subject=email.subject, html=email.html, text=email.text)
+        return Rendered(recipient_id, to, subject=email.subject, html=email.html, text=email.text,
+                        unsubscribe_url=unsubscribe_url)
     if content.whatsapp_name is not None:
         components = rendering.render_whatsapp_components(content.whatsapp_components or [], context)
         return Rendered(
@@ -288,6 +291,7 @@ def build_message(
     assert sender is not None
     mailto_target = sender.reply_to or sender.from_address
     token = tracking_urls.unsubscribe_token(links.secret, message.recipient_id)
+    unsubscribe_url = unsubscribe_url or message.unsubscribe_url or links.unsubscribe(message.recipient_id)
     raw = build_email(
         from_addr=sender.from_header,
         to_addr=message.to,
@@ -295,7 +299,7 @@ def build_message(
         html=message.html,
         text=message.text,
         reply_to=sender.reply_to,
-        list_unsubscribe_url=unsubscribe_url or links.unsubscribe(message.recipient_id),
+        list_unsubscribe_url=unsubscribe_url,
         list_unsubscribe_mailto=f"mailto:{mailto_target}?subject=unsubscribe%20{token}",
         message_id_domain=sender.domain,
     )

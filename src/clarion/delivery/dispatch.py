@@ -248,28 +248,31 @@ class Dispatcher:
         campaign = plan.campaign
         address_field = "email" if campaign.channel == "email" else "phone"
         triples = [(r.id, getattr(r, address_field), r.contact_id) for r in recipients]
-        rendered, unrenderable = compose.render_all(
-            plan.content, campaign, triples, plan.contacts, self.links
-        )
-        link_ids: dict[str, int] = {}
-        urls = compose.trackable_urls(rendered, campaign)
-        if urls:
-            async with self.db.transaction() as session:
-                link_ids = await sending.register_links(
-                    session, tenant_id=campaign.tenant_id, campaign_id=campaign.id, urls=urls
-                )
         report = DispatchReport()
-        if unrenderable:
-            await self._record([_failure(c) for c in unrenderable], report)
         provider = await self.providers.get(plan.resolved)
-        # Building chunk n+1 overlaps with chunk n on the wire: composing yields to the event loop between
-        # messages' worth of work, and a chunk is handed over only once the previous one is recorded.
+        link_ids: dict[str, int] = {}
+        # Chunk by chunk: render, register the links not seen yet, track and build; rendering and building
+        # chunk n+1 overlap with chunk n on the wire (both yield to the event loop between slices of messages),
+        # and a chunk is handed over only once the previous one is recorded.
         in_flight: asyncio.Task[None] | None = None
         try:
-            for start in range(0, len(rendered), self.options.chunk_size):
-                chunk = await self._compose_chunk(
-                    rendered[start : start + self.options.chunk_size], plan, link_ids
+            for start in range(0, len(triples), self.options.chunk_size):
+                rendered, unrenderable = await self._render_chunk(
+                    plan, triples[start : start + self.options.chunk_size]
                 )
+                urls = [u for u in compose.trackable_urls(rendered, campaign) if u not in link_ids]
+                if urls:
+                    # A template's links are all new in its first chunk, when nothing is on the wire yet; a
+                    # later chunk with new (personalised) links waits for the one in flight, so no two write
+                    # transactions of this worker ever overlap.
+                    if in_flight is not None:
+                        await in_flight
+                        in_flight = None
+                    async with self.db.transaction() as session:
+                        link_ids.update(await sending.register_links(
+                            session, tenant_id=campaign.tenant_id, campaign_id=campaign.id, urls=urls
+                        ))
+                chunk = unrenderable + await self._compose_chunk(rendered, plan, link_ids)
                 if in_flight is not None:
                     await in_flight
                 in_flight = asyncio.ensure_future(
@@ -281,6 +284,20 @@ class Dispatcher:
             if in_flight is not None and not in_flight.done():
                 in_flight.cancel()
         return report
+
+    async def _render_chunk(
+        self, plan: _Plan, triples: list[tuple[int, str | None, Any]]
+    ) -> tuple[list[compose.Rendered], list[compose.Composed]]:
+        rendered: list[compose.Rendered] = []
+        failed: list[compose.Composed] = []
+        for start in range(0, len(triples), _COMPOSE_SLICE):
+            ok, bad = compose.render_all(
+                plan.content, plan.campaign, triples[start : start + _COMPOSE_SLICE], plan.contacts, self.links
+            )
+            rendered += ok
+            failed += bad
+            await asyncio.sleep(0)  # let the chunk on the wire make progress
+        return rendered, failed
 
     async def _compose_chunk(
         self, rendered: list[compose.Rendered], plan: _Plan, link_ids: dict[str, int]

@@ -163,7 +163,12 @@ def parse_bounce(raw: bytes) -> BounceReport:
         return BounceReport([], original, ignored="not_a_bounce", source="dsn")
     if _is_auto_reply(msg):
         return BounceReport([], original, ignored="auto_reply")
-    temporary, permanent = all_failures(msg)
+    try:
+        temporary, permanent = all_failures(msg)
+    except (IndexError, KeyError, ValueError, UnicodeError, AttributeError, TypeError):
+        # flufl.bounce's heuristic detectors assume bounce-shaped input and can trip over arbitrary bytes;
+        # anything they cannot read is simply not a bounce we recognise.
+        return BounceReport([], original, ignored="unreadable")
     found = [BouncedAddress(a.decode("utf-8", "replace").lower(), "hard") for a in sorted(permanent)]
     found += [BouncedAddress(a.decode("utf-8", "replace").lower(), "soft") for a in sorted(temporary - permanent)]
     if not found:

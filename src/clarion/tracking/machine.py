@@ -100,6 +100,7 @@ class MachineRules:
         )
         self._networks: tuple[IPNetwork, ...] = tuple(
             ipaddress.ip_network(n, strict=False) for n in (*MACHINE_NETWORKS, *extra_networks))
+        self._network_of_ip: dict[str, bool] = {}  # the event writer sees the same addresses again and again
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MachineRules:
@@ -122,6 +123,14 @@ class MachineRules:
         return HUMAN
 
     def _in_machine_network(self, ip: str) -> bool:
+        known = self._network_of_ip.get(ip)
+        if known is None:
+            if len(self._network_of_ip) >= 100_000:
+                self._network_of_ip.clear()
+            known = self._network_of_ip[ip] = self._in_machine_network_uncached(ip)
+        return known
+
+    def _in_machine_network_uncached(self, ip: str) -> bool:
         try:
             address = ipaddress.ip_address(ip)
         except ValueError:

@@ -10,8 +10,11 @@ import base64
 import html
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from clarion.db import SessionDep
 from clarion.kit import tracking_urls
@@ -30,6 +33,17 @@ NO_STORE = {
 }
 
 
+class _AsgiEndpoint:
+    """Marks a coroutine function as a raw ASGI app for Starlette's Route (which wraps plain functions in a
+    request/response adapter)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
@@ -40,6 +54,14 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 router = APIRouter(prefix="/t", tags=["tracking"], lifespan=_lifespan)
 
+_GIF_HEADERS = [(b"content-type", b"image/gif"), (b"content-length", str(len(PIXEL_GIF)).encode()),
+                *((k.lower().encode(), v.encode()) for k, v in NO_STORE.items())]
+_NOT_FOUND_BODY = b"link not found"
+_NOT_FOUND_HEADERS = [(b"content-type", b"text/plain; charset=utf-8"),
+                      (b"content-length", str(len(_NOT_FOUND_BODY)).encode()),
+                      *((k.lower().encode(), v.encode()) for k, v in NO_STORE.items())]
+_REDIRECT_HEADERS = [(b"content-length", b"0"), *((k.lower().encode(), v.encode()) for k, v in NO_STORE.items())]
+
 
 def _facts(request: Request) -> RequestFacts:
     headers = request.headers
@@ -48,32 +70,77 @@ def _facts(request: Request) -> RequestFacts:
                         purpose=headers.get("sec-purpose") or headers.get("purpose"))
 
 
+def _scope_facts(scope: Scope) -> RequestFacts:
+    agent, purpose = "", None
+    for name, value in scope["headers"]:
+        if name == b"user-agent":
+            agent = value.decode("latin-1")
+        elif name == b"sec-purpose" or (name == b"purpose" and purpose is None):
+            purpose = value.decode("latin-1")
+    client = scope.get("client")
+    return RequestFacts(method=scope["method"], user_agent=agent, ip=client[0] if client else None,
+                        purpose=purpose)
+
+
 def _secret(request: Request) -> str:
     return request.app.state.secret_key
 
 
-@router.get("/o/{token}.gif", summary="Open pixel", response_class=Response,
-            responses={200: {"content": {"image/gif": {}}}})
-@router.head("/o/{token}.gif", include_in_schema=False)  # link checkers and prefetchers: a machine open
-async def open_pixel(token: str, request: Request) -> Response:
+# Opens and clicks are plain ASGI endpoints: no request/response objects, validation or dependency injection on
+# the hottest path of the install (every open and click of every message). Documented below with the rest.
+
+async def _open_pixel(scope: Scope, receive: Receive, send: Send) -> None:
     # A bad token still gets the image: the response never tells whether a token is valid.
-    ids = tracking_urls.parse_token(_secret(request), tracking_urls.OPEN, token)
+    app = scope["app"]
+    ids = tracking_urls.parse_token(app.state.secret_key, tracking_urls.OPEN, scope["path_params"]["token"])
     if ids is not None:
-        recorder_for(request.app).add(TrackedHit("open", ids[0], _facts(request), utcnow()))
-    return Response(PIXEL_GIF, media_type="image/gif", headers=NO_STORE)
+        hit = TrackedHit("open", ids[0], _scope_facts(scope), utcnow())
+        recorder = recorder_for(app)
+        if not recorder.offer(hit):
+            await recorder.add(hit)
+    await send({"type": "http.response.start", "status": 200, "headers": _GIF_HEADERS})
+    await send({"type": "http.response.body", "body": PIXEL_GIF})
+
+
+async def _click(scope: Scope, receive: Receive, send: Send) -> None:
+    app = scope["app"]
+    ids = tracking_urls.parse_token(app.state.secret_key, tracking_urls.CLICK, scope["path_params"]["token"])
+    target = None
+    if ids is not None:
+        targets = click_targets_for(app)
+        target = targets.cached(*ids) or await targets.find(*ids)
+    if target is None:
+        await send({"type": "http.response.start", "status": 404, "headers": _NOT_FOUND_HEADERS})
+        await send({"type": "http.response.body", "body": _NOT_FOUND_BODY})
+        return
+    hit = TrackedHit("click", target.recipient_id, _scope_facts(scope), utcnow(), link_id=target.link_id,
+                     url=target.url)
+    recorder = recorder_for(app)
+    if not recorder.offer(hit):
+        await recorder.add(hit)
+    await send({"type": "http.response.start", "status": 302,
+                "headers": [(b"location", target.url.encode()), *_REDIRECT_HEADERS]})
+    await send({"type": "http.response.body", "body": b""})
+
+
+router.routes.append(Route("/t/o/{token}.gif", _AsgiEndpoint(_open_pixel), methods=["GET", "HEAD"],
+                           include_in_schema=False))
+router.routes.append(Route("/t/c/{token}", _AsgiEndpoint(_click), methods=["GET", "HEAD"],
+                           include_in_schema=False))
+
+
+# Documentation only: the ASGI routes above match first, so these are never called.
+@router.get("/o/{token}.gif", summary="Open pixel", response_class=Response,
+            responses={200: {"content": {"image/gif": {}}, "description": "a 1×1 GIF, no-cache; also for HEAD "
+                                                                             "(a machine open)"}})
+async def open_pixel(token: str) -> Response:  # pragma: no cover - shadowed by the ASGI route
+    raise AssertionError("served by _open_pixel")
 
 
 @router.get("/c/{token}", summary="Tracked link redirect", response_class=Response,
             responses={302: {"description": "to the link's stored URL"}, 404: {"description": "not a valid link"}})
-@router.head("/c/{token}", include_in_schema=False)
-async def click(token: str, request: Request) -> Response:
-    ids = tracking_urls.parse_token(_secret(request), tracking_urls.CLICK, token)
-    target = await click_targets_for(request.app).find(*ids) if ids is not None else None
-    if target is None:
-        return Response("link not found", status_code=404, media_type="text/plain", headers=NO_STORE)
-    recorder_for(request.app).add(TrackedHit("click", target.recipient_id, _facts(request), utcnow(),
-                                             link_id=target.link_id, url=target.url))
-    return Response(status_code=302, headers={"Location": target.url, **NO_STORE})
+async def click(token: str) -> Response:  # pragma: no cover - shadowed by the ASGI route
+    raise AssertionError("served by _click")
 
 
 _PAGE = """<!doctype html>
@@ -92,6 +159,20 @@ def _page(title: str, body: str, status: int = 200) -> Response:
 def _not_found() -> Response:
     return _page("Link not valid", "<p>This unsubscribe link is not valid. Use the link in the most recent "
                                    "message you received from us.</p>", 404)
+
+
+@router.get("/v/{token}", summary="The message, viewed in a browser", response_class=Response,
+            responses={200: {"content": {"text/html": {}}}, 404: {"description": "not a valid link"}})
+async def view_in_browser(token: str, request: Request, session: SessionDep) -> Response:
+    recipient_id = service.view_recipient(_secret(request), token)
+    body = None
+    if recipient_id is not None:
+        body = await service.render_for_browser(session, recipient_id, base_url=request.app.state.settings.base_url,
+                                                secret=_secret(request), token=token)
+    if body is None:
+        return _page("Message not available", "<p>This message can no longer be shown.</p>", 404)
+    return Response(body, media_type="text/html; charset=utf-8",
+                    headers={**NO_STORE, "X-Robots-Tag": "noindex", "Referrer-Policy": "no-referrer"})
 
 
 @router.get("/u/{token}", summary="Unsubscribe confirmation page (changes nothing)", response_class=Response)

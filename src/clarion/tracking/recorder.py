@@ -1,10 +1,16 @@
-"""The hot path's helpers: a batched writer for open/click events and a read-through cache of click targets.
+"""The hot path's helpers: a batched writer for open/click events and cached click targets.
 
 A pixel or redirect must answer in microseconds, so the endpoints never wait on a write: they hand each hit to
-the `EventRecorder`, whose single task writes everything buffered in one transaction every
-`tracking_flush_interval` (0.1 s by default). Events are durable within about that interval; a clean shutdown
-(the public router's lifespan) flushes what is left. A process killed outright loses at most the last interval's
-hits — the price of not holding a database transaction per pixel.
+the `EventRecorder`, whose single task writes what is buffered every `tracking_flush_interval` (0.1 s by
+default), or at once when a full batch is waiting, each batch in one transaction with a constant number of
+statements (campaign.sending.record_events). Events are durable within about that interval; a clean shutdown
+(the public router's lifespan) flushes what is left. A process killed outright loses at most the hits of the
+last interval — the price of not holding a database transaction per pixel.
+
+The buffer is bounded. When it is full (the database is away or slower than the traffic) a request waits for
+room, up to `full_wait` seconds, which slows the senders of hits down rather than growing memory without end;
+each wait is counted (`waited`). Only a hit that still finds no room after that is dropped, counted (`dropped`)
+and logged — never silently.
 
 Both classes own their transactions, like a request edge or the job runner.
 """
@@ -13,7 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
+import time
+import uuid
+from collections import OrderedDict, deque
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.exc import OperationalError
@@ -22,66 +31,115 @@ from clarion.config import Settings
 from clarion.db import Database
 from clarion.tracking import service
 from clarion.tracking.machine import MachineRules
-from clarion.tracking.service import ClickTarget, TrackedHit
+from clarion.tracking.service import ClickTarget, LinkTarget, TrackedHit
 
 logger = logging.getLogger("clarion.tracking")
 
-# Beyond this many unwritten hits (the database is down) new ones are dropped rather than exhausting memory.
-MAX_BUFFERED = 200_000
+CAPACITY = 50_000     # hits held in memory before a request must wait for the writer
+BATCH_SIZE = 500      # hits per transaction; also keeps each write's CPU slice on the event loop short
+FULL_WAIT = 2.0       # seconds a request waits for room in a full buffer before its hit is dropped (and counted)
+RETRY_DELAY = 0.5     # seconds before the writer tries again after the database failed
 
 
 class EventRecorder:
-    def __init__(self, database: Database, settings: Settings) -> None:
+    def __init__(self, database: Database, settings: Settings, *, capacity: int = CAPACITY,
+                 batch_size: int = BATCH_SIZE, full_wait: float = FULL_WAIT) -> None:
         self.database = database
         self.interval = settings.tracking_flush_interval
         self.rules = MachineRules.from_settings(settings)
-        self._buffer: list[TrackedHit] = []
+        self.capacity = capacity
+        self.batch_size = batch_size
+        self.full_wait = full_wait
+        self._buffer: deque[TrackedHit] = deque()
         self._flush_lock = asyncio.Lock()
+        self._batch_ready = asyncio.Event()
+        self._room = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._closed = False
-        self.written = 0
-        self.dropped = 0
-
-    def add(self, hit: TrackedHit) -> None:
-        if len(self._buffer) >= MAX_BUFFERED:
-            self.dropped += 1
-            return
-        self._buffer.append(hit)
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="clarion-tracking-recorder")
+        self.on_written: list[Any] = []  # callbacks(RecordedHits) after each committed batch
+        self.written = 0   # events committed
+        self.flushes = 0   # transactions committed
+        self.waited = 0    # requests that found the buffer full and waited for room
+        self.dropped = 0   # hits lost: no room after full_wait, or a hit that fails even when written alone
 
     @property
     def buffered(self) -> int:
         return len(self._buffer)
 
+    def offer(self, hit: TrackedHit) -> bool:
+        """Buffer the hit if there is room (the common case: no await on the request path)."""
+        if len(self._buffer) >= self.capacity:
+            return False
+        self._buffer.append(hit)
+        if len(self._buffer) >= self.batch_size:
+            self._batch_ready.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="clarion-tracking-recorder")
+        return True
+
+    async def add(self, hit: TrackedHit) -> None:
+        """Buffer the hit, waiting up to `full_wait` for room when the buffer is full."""
+        if self.offer(hit):
+            return
+        self.waited += 1
+        deadline = time.monotonic() + self.full_wait
+        while (left := deadline - time.monotonic()) > 0:
+            self._room.clear()
+            self._batch_ready.set()  # make sure the writer is working on it, not sleeping
+            try:
+                await asyncio.wait_for(self._room.wait(), left)
+            except TimeoutError:
+                break
+            if self.offer(hit):
+                return
+        self.dropped += 1
+        if self.dropped == 1 or self.dropped % 1000 == 0:
+            logger.error("tracking: event buffer full for %.1fs (database unavailable?); %d hits dropped so far",
+                         self.full_wait, self.dropped)
+
     async def _run(self) -> None:
-        while not self._closed:
-            await asyncio.sleep(self.interval)
+        while True:
+            if len(self._buffer) < self.batch_size:
+                try:
+                    await asyncio.wait_for(self._batch_ready.wait(), self.interval)
+                except TimeoutError:
+                    pass
+            self._batch_ready.clear()
             try:
                 await self.flush()
+            except asyncio.CancelledError:
+                raise
             except Exception:  # the writer must outlive any one bad batch
                 logger.exception("tracking: writing events failed; retrying")
+                await asyncio.sleep(RETRY_DELAY)
 
     async def flush(self) -> int:
-        """Write everything buffered now; returns how many events were written."""
+        """Write everything buffered now, a batch per transaction; returns how many events were written."""
+        written = 0
         async with self._flush_lock:
-            batch, self._buffer = self._buffer, []
-            if not batch:
-                return 0
-            try:
-                written = await self._write(batch)
-            except OperationalError:
-                # The database is away (or locked past its timeout): keep the hits, in order, for the next round.
-                self._buffer[:0] = batch
-                raise
-            except Exception:  # noqa: BLE001 - isolate the bad hit rather than lose the batch
-                written = await self._write_one_by_one(batch)
-            self.written += written
-            return written
+            while self._buffer:
+                count = min(len(self._buffer), self.batch_size)
+                batch = [self._buffer.popleft() for _ in range(count)]
+                try:
+                    written += await self._write(batch)
+                except OperationalError:
+                    # The database is away (or locked past its timeout): keep the hits, in order, for next time.
+                    self._buffer.extendleft(reversed(batch))
+                    raise
+                except Exception:  # noqa: BLE001 - isolate the bad hit rather than lose the batch
+                    written += await self._write_one_by_one(batch)
+                finally:
+                    if len(self._buffer) < self.capacity:
+                        self._room.set()
+        return written
 
     async def _write(self, batch: list[TrackedHit]) -> int:
         async with self.database.transaction() as session:
-            return await service.record_hits(session, batch, self.rules)
+            recorded = await service.record_hits(session, batch, self.rules)
+        self.written += recorded.count
+        self.flushes += 1
+        for callback in self.on_written:
+            callback(recorded)
+        return recorded.count
 
     async def _write_one_by_one(self, batch: list[TrackedHit]) -> int:
         """A batch failed on one bad hit: write the rest singly and drop (log) only the ones that fail."""
@@ -96,7 +154,6 @@ class EventRecorder:
 
     async def close(self) -> None:
         """Stop the writer task and write what is still buffered."""
-        self._closed = True
         if self._task is not None:
             self._task.cancel()
             try:
@@ -104,32 +161,87 @@ class EventRecorder:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        while self._buffer:
-            await self.flush()
-        self._closed = False
+        for _ in range(20):  # the database may be briefly away; do not hang a shutdown forever
+            try:
+                await self.flush()
+                return
+            except OperationalError:
+                await asyncio.sleep(RETRY_DELAY)
+        if self._buffer:
+            logger.error("tracking: %d events could not be written before shutdown", len(self._buffer))
 
 
-class ClickTargets:
-    """Link and recipient lookups for the redirect, cached: a link's URL and campaign never change."""
-
-    def __init__(self, database: Database, *, size: int = 50_000) -> None:
-        self.database = database
+class _LRU(OrderedDict[Any, Any]):
+    def __init__(self, size: int) -> None:
+        super().__init__()
         self.size = size
-        self._cache: OrderedDict[tuple[int, int], ClickTarget] = OrderedDict()
+
+    def get_fresh(self, key: Any) -> Any:
+        value = self.get(key)
+        if value is not None:
+            self.move_to_end(key)
+        return value
+
+    def put(self, key: Any, value: Any) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        if len(self) > self.size:
+            self.popitem(last=False)
+
+
+@dataclass
+class ClickTargets:
+    """What a redirect needs, cached in bounded LRUs: link id → (tenant, campaign, url), and recipient id →
+    (tenant, campaign). Links never change once registered and a recipient never changes campaign, so in the
+    common case a click needs no database round trip; misses are not cached (a link may be registered a
+    moment later). The event recorder feeds the recipient cache from the rows each batch already read."""
+
+    database: Database
+    size: int = 100_000
+
+    def __post_init__(self) -> None:
+        self._links = _LRU(self.size)
+        self._recipients = _LRU(self.size)
+        self.lookups = 0  # database round trips taken
+
+    def cached(self, recipient_id: int, link_id: int) -> ClickTarget | None:
+        link: LinkTarget | None = self._links.get_fresh(link_id)
+        owner = self._recipients.get_fresh(recipient_id)
+        if link is None or owner is None:
+            return None
+        return self._target(recipient_id, link_id, link, owner)
 
     async def find(self, recipient_id: int, link_id: int) -> ClickTarget | None:
-        key = (recipient_id, link_id)
-        target = self._cache.get(key)
+        target = self.cached(recipient_id, link_id)
         if target is not None:
-            self._cache.move_to_end(key)
             return target
+        link: LinkTarget | None = self._links.get_fresh(link_id)
+        owner = self._recipients.get_fresh(recipient_id)
+        self.lookups += 1
         async with self.database.transaction() as session:
-            target = await service.find_click_target(session, recipient_id, link_id)
-        if target is not None:  # misses are not cached: a link may be registered a moment later
-            self._cache[key] = target
-            if len(self._cache) > self.size:
-                self._cache.popitem(last=False)
-        return target
+            if link is None:
+                link = await service.find_link(session, link_id)
+            if owner is None:
+                owner = await service.recipient_campaign(session, recipient_id)
+        if link is not None:
+            self._links.put(link_id, link)
+        if owner is not None:
+            self._recipients.put(recipient_id, owner)
+        if link is None or owner is None:
+            return None
+        return self._target(recipient_id, link_id, link, owner)
+
+    @staticmethod
+    def _target(recipient_id: int, link_id: int, link: LinkTarget,
+                owner: tuple[uuid.UUID, uuid.UUID]) -> ClickTarget | None:
+        if owner != (link.tenant_id, link.campaign_id):
+            return None  # a link of another campaign: not this recipient's to follow
+        return ClickTarget(recipient_id, link_id, link.campaign_id, link.url)
+
+    def learn(self, recorded: service.RecordedHits) -> None:
+        for recipient_id, owner in recorded.campaigns.items():
+            if recipient_id not in self._recipients:
+                self._recipients.put(recipient_id, owner)
 
 
 def recorder_for(app: Any) -> EventRecorder:
@@ -137,6 +249,7 @@ def recorder_for(app: Any) -> EventRecorder:
     recorder = getattr(app.state, "tracking_recorder", None)
     if recorder is None:
         recorder = app.state.tracking_recorder = EventRecorder(app.state.db, app.state.settings)
+        recorder.on_written.append(click_targets_for(app).learn)
     return recorder
 
 

@@ -30,19 +30,24 @@ class SeenClients:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def seen(self, contact_id: uuid.UUID, client_key: str) -> bool:
-        stmt = select(TrackingClient.client_key).where(TrackingClient.contact_id == contact_id,
-                                                       TrackingClient.client_key == client_key)
-        return (await self.session.execute(stmt)).first() is not None
+    async def seen_among(self, clients: set[tuple[uuid.UUID, str]]) -> set[tuple[uuid.UUID, str]]:
+        """Which of these (contact id, client key) pairs were seen before: one query."""
+        if not clients:
+            return set()
+        stmt = select(TrackingClient.contact_id, TrackingClient.client_key).where(
+            TrackingClient.contact_id.in_({c for c, _ in clients}),
+            TrackingClient.client_key.in_({k for _, k in clients}))
+        return {(c, k) for c, k in (await self.session.execute(stmt)).all()} & clients
 
     async def remember(self, rows: Iterable[tuple[uuid.UUID, uuid.UUID, str, datetime]]) -> None:
-        """(tenant_id, contact_id, client_key, first_seen_at) rows; ones already known are left as they are."""
+        """(tenant_id, contact_id, client_key, first_seen_at) rows; ones already known are left as they are.
+        One executemany: a multi-row VALUES would be compiled anew for every batch size."""
         values = [{"tenant_id": t, "contact_id": c, "client_key": k, "first_seen_at": at} for t, c, k, at in rows]
         if not values:
             return
-        stmt = _insert(self.session, TrackingClient.__table__).values(values).on_conflict_do_nothing(
+        stmt = _insert(self.session, TrackingClient.__table__).on_conflict_do_nothing(
             index_elements=["contact_id", "client_key"])
-        await self.session.execute(stmt)
+        await self.session.execute(stmt, values)
 
 
 class ConversionRepo(TenantRepository[Conversion]):

@@ -18,9 +18,12 @@ from clarion.audience import service as audience
 from clarion.campaign import sending
 from clarion.campaign import service as campaigns
 from clarion.config import Settings
+from clarion.content import rendering
+from clarion.content import service as content
 from clarion.errors import Invalid, NotFound, field_error
 from clarion.kit import tracking_urls
 from clarion.kit.clock import utcnow
+from clarion.kit.signing import signer_for
 from clarion.models import BounceRecord
 from clarion.tracking import repository
 from clarion.tracking.bounces import BouncedAddress, normalise_message_id, parse_bounce
@@ -52,39 +55,42 @@ def _hit_metadata(hit: TrackedHit, flags: dict[str, object]) -> dict[str, Any]:
     return metadata
 
 
-async def record_hits(session: AsyncSession, hits: list[TrackedHit], rules: MachineRules) -> int:
-    """Record a batch of opens and clicks in order; returns how many were recorded (deleted recipients drop).
+@dataclass(frozen=True)
+class RecordedHits:
+    count: int  # hits recorded (those of deleted recipients are dropped)
+    campaigns: dict[int, tuple[uuid.UUID, uuid.UUID]]  # recipient id → (tenant id, campaign id) of those seen
+
+
+async def record_hits(session: AsyncSession, hits: list[TrackedHit], rules: MachineRules) -> RecordedHits:
+    """Record a batch of opens and clicks in order, set-based: a constant number of statements per batch.
 
     Clients of human events are remembered per contact, so a later fast click from the same device passes.
     """
+    refs = await sending.get_recipient_refs(session, {hit.recipient_id for hit in hits})
+    hasty = {(ref.contact_id, hit.facts.client_key) for hit in hits if hit.kind == "click"
+             and (ref := refs.get(hit.recipient_id)) is not None and rules.is_hasty(ref.sent_at, hit.occurred_at)}
     seen = SeenClients(session)
-    refs: dict[int, Any] = {}
+    known = await seen.seen_among(hasty)
     remembered: dict[tuple[uuid.UUID, str], tuple[uuid.UUID, uuid.UUID, str, datetime]] = {}
-    recorded = 0
+    events: list[sending.EventInput] = []
     for hit in hits:
-        if hit.recipient_id not in refs:
-            refs[hit.recipient_id] = await sending.get_recipient_ref(session, hit.recipient_id)
-        ref = refs[hit.recipient_id]
+        ref = refs.get(hit.recipient_id)
         if ref is None:
             continue
-        client = (ref.contact_id, hit.facts.client_key) if ref.contact_id is not None else None
+        client = (ref.contact_id, hit.facts.client_key)
         if hit.kind == "open":
             verdict = rules.classify_open(hit.facts)
         else:
-            client_seen = True  # only a hasty click needs to know; spare the query otherwise
-            if client is not None and rules.is_hasty(ref.sent_at, hit.occurred_at):
-                client_seen = client in remembered or await seen.seen(*client)
             verdict = rules.classify_click(hit.facts, sent_at=ref.sent_at, clicked_at=hit.occurred_at,
-                                           client_seen=client_seen)
-        await sending.record_event(
-            session, tenant_id=ref.tenant_id, campaign_id=ref.campaign_id, recipient_id=ref.id,
-            type="opened" if hit.kind == "open" else "clicked", occurred_at=hit.occurred_at,
-            metadata=_hit_metadata(hit, verdict.flags()))
-        recorded += 1
-        if not verdict.machine and client is not None:
+                                           client_seen=client in known or client in remembered)
+        events.append(sending.EventInput(ref.tenant_id, ref.campaign_id, ref.id,
+                                         "opened" if hit.kind == "open" else "clicked", hit.occurred_at,
+                                         _hit_metadata(hit, verdict.flags())))
+        if not verdict.machine:
             remembered.setdefault(client, (ref.tenant_id, client[0], client[1], hit.occurred_at))
+    await sending.record_events(session, events)
     await seen.remember(remembered.values())
-    return recorded
+    return RecordedHits(len(events), {rid: (ref.tenant_id, ref.campaign_id) for rid, ref in refs.items()})
 
 
 @dataclass(frozen=True)
@@ -95,15 +101,64 @@ class ClickTarget:
     url: str
 
 
-async def find_click_target(session: AsyncSession, recipient_id: int, link_id: int) -> ClickTarget | None:
-    """The link a click token names, if it exists and belongs to the campaign of the token's recipient."""
+@dataclass(frozen=True)
+class LinkTarget:
+    tenant_id: uuid.UUID
+    campaign_id: uuid.UUID
+    url: str
+
+
+async def find_link(session: AsyncSession, link_id: int) -> LinkTarget | None:
     link = await sending.get_link(session, link_id)
-    if link is None:
-        return None
+    return LinkTarget(link.tenant_id, link.campaign_id, link.url) if link is not None else None
+
+
+async def recipient_campaign(session: AsyncSession, recipient_id: int) -> tuple[uuid.UUID, uuid.UUID] | None:
+    """(tenant id, campaign id) of a recipient, if it exists."""
     ref = await sending.get_recipient_ref(session, recipient_id)
-    if ref is None or ref.campaign_id != link.campaign_id or ref.tenant_id != link.tenant_id:
+    return (ref.tenant_id, ref.campaign_id) if ref is not None else None
+
+
+# --- view in browser ---------------------------------------------------------------------------------------
+
+VIEW = "view"  # the signing purpose of the dispatcher's view_in_browser_url (delivery.compose.Links)
+
+
+def view_recipient(secret: str, token: str) -> int | None:
+    """The recipient a "view in browser" token names, if it verifies."""
+    payload = signer_for(secret).verify(VIEW, token)
+    if payload is None or len(payload) != 1:
         return None
-    return ClickTarget(recipient_id, link_id, link.campaign_id, link.url)
+    [item] = payload
+    return item if isinstance(item, int) and not isinstance(item, bool) and item > 0 else None
+
+
+async def render_for_browser(session: AsyncSession, recipient_id: int, *, base_url: str, secret: str,
+                             token: str) -> str | None:
+    """The recipient's email HTML as the send rendered it (template, contact, campaign, defaults), or None when
+    the recipient, its contact or an email template is gone, or the template no longer renders for it."""
+    ref = await sending.get_recipient_ref(session, recipient_id)
+    if ref is None or ref.channel != "email":
+        return None
+    campaign = await sending.campaign_for_sending(session, ref.campaign_id)
+    if campaign.template_id is None:
+        return None
+    try:
+        template = await content.get_template(session, ref.tenant_id, campaign.template_id)
+    except NotFound:
+        return None
+    contact = (await audience.contacts_payload(session, ref.tenant_id, [ref.contact_id])).get(ref.contact_id)
+    if template.channel != "email" or contact is None:
+        return None
+    base = base_url.rstrip("/")
+    try:
+        context = rendering.build_context(
+            contact, campaign={"id": str(campaign.id), "name": campaign.name}, variables=template.variables or {},
+            unsubscribe_url=tracking_urls.unsubscribe_url(base, secret, recipient_id),
+            view_in_browser_url=f"{base}/t/v/{token}")
+        return rendering.render_email(content.email_parts(template), context).html
+    except rendering.RenderError:
+        return None
 
 
 # --- unsubscribes -------------------------------------------------------------------------------------------
