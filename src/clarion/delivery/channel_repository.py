@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, literal_column, update
+from sqlalchemy import URL, ColumnElement, func, literal_column, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -58,13 +59,33 @@ class ChannelConfigRepo(TenantRepository[ChannelConfig]):
 
 
 def _db_now_epoch(dialect: str) -> ColumnElement[float]:
-    """The database's clock in epoch seconds (sub-millisecond). Every worker reads the same clock, so machines
-    whose clocks disagree still share one timeline. The one place the two dialects differ."""
+    """The database's clock in epoch seconds. Every worker reads the same clock, so machines whose clocks
+    disagree still share one timeline. The one place the two dialects differ (with `_DB_CLOCK_RESOLUTION`)."""
     if dialect == "postgresql":
         # clock_timestamp(), not now(): now() is the transaction's start, stale after a wait on the row lock.
         return func.extract("epoch", func.clock_timestamp())
     # SQLite fixes 'now' for the whole statement, so SET and RETURNING see the same instant.
     return (func.julianday("now") - 2440587.5) * 86400.0
+
+
+# How far the clock above may read behind the true instant: PostgreSQL has microseconds; SQLite truncates
+# 'now' to whole milliseconds, and a julian day in a double is good to about 40 microseconds more.
+_DB_CLOCK_RESOLUTION = {"postgresql": 1e-6}
+_SQLITE_CLOCK_RESOLUTION = 1.1e-3
+
+
+def database_clock_is_local(url: URL) -> bool:
+    """Whether the database's clock is this machine's own wall clock: SQLite always (a file here), PostgreSQL
+    over a Unix socket or the loopback interface (clock_timestamp() reads the same kernel clock as
+    time.time()). A remote server's clock has to be mapped with an error bound instead."""
+    if url.get_backend_name() != "postgresql":
+        return True
+    hosts = [url.host] if url.host else []
+    query_host = url.query.get("host")
+    hosts += list(query_host) if isinstance(query_host, tuple) else [query_host] if query_host else []
+    if not hosts:  # libpq's default: PGHOST, else the local socket
+        hosts = [h for h in os.environ.get("PGHOST", "").split(",") if h]
+    return all(h in ("localhost", "127.0.0.1", "::1") or h.startswith("/") for h in hosts)
 
 
 class RateBucketRepo:
@@ -73,21 +94,35 @@ class RateBucketRepo:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def advance(self, key: str, cost: float, burst: float) -> tuple[float, float]:
+    @property
+    def _dialect(self) -> str:
+        return self.session.get_bind().dialect.name
+
+    @property
+    def clock_resolution(self) -> float:
+        """Seconds by which a reading of the database's clock may lag the instant it was taken."""
+        return _DB_CLOCK_RESOLUTION.get(self._dialect, _SQLITE_CLOCK_RESOLUTION)
+
+    async def clock(self) -> float:
+        """The database's clock now, epoch seconds: a lock-free read to map a worker's clock onto it."""
+        return float((await self.session.execute(select(_db_now_epoch(self._dialect)))).scalar_one())
+
+    async def advance(self, key: str, cost: float, burst: float, lead: float = 0.0) -> tuple[float, float]:
         """Atomically move the bucket `key` forward by `cost` seconds of budget; returns (the bucket's new
         next_free_at, the database's now), both epoch seconds.
 
         One upsert, so concurrent callers serialise on the row (PostgreSQL's row lock, SQLite's write lock)
-        and never see the same budget twice: next_free_at = max(next_free_at, now - burst) + cost. An idle
-        bucket lags at most `burst` seconds behind now, which is the burst it lends."""
-        dialect = self.session.get_bind().dialect.name
+        and never see the same budget twice: next_free_at = max(next_free_at, now + lead - burst) + cost.
+        An idle bucket's budget starts `lead` seconds from now (time for the answer to reach the worker, so
+        its first slot is not already past), less the `burst` it lends."""
+        dialect = self._dialect
         insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
         now = _db_now_epoch(dialect)
         # GREATEST on PostgreSQL, the two-argument scalar max() on SQLite.
         greatest = func.greatest if dialect == "postgresql" else func.max
         # A missing row is a bucket idle forever: it lends its full burst too.
-        stmt = insert(RateBucket).values(key=key, next_free_at=now - burst + cost)
-        # excluded.next_free_at - cost is now - burst, computed once for this statement.
+        stmt = insert(RateBucket).values(key=key, next_free_at=now + (lead - burst) + cost)
+        # excluded.next_free_at - cost is now + lead - burst, computed once for this statement.
         earliest = literal_column("excluded.next_free_at") - cost
         stmt = stmt.on_conflict_do_update(
             index_elements=[RateBucket.key],

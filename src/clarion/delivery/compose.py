@@ -105,17 +105,14 @@ class Composed:
     error: str | None = None  # why no message could be made (a permanent failure for this recipient)
 
 
-def pick_sender(
-    campaign: CampaignLike,
-    *,
-    channel_from: str | None,
-    channel_reply_to: str | None,
-    provider_from: str | None,
-    base_url: str,
-) -> Sender:
-    """The campaign's own From wins, then the channel account's, then the provider config's; with none set
-    (the built-in outbox of a fresh install) mail comes from no-reply at the install's host."""
-    address = campaign.from_email or channel_from or provider_from
+def pick_sender(campaign: CampaignLike, resolved: Any, *, base_url: str) -> Sender | None:
+    """Email only (None for other channels): the campaign's own From wins, then the channel account's, then
+    the provider config's; with none set (the built-in outbox of a fresh install) mail comes from no-reply at
+    the install's host."""
+    if campaign.channel != "email":
+        return None
+    channel_reply_to = resolved.reply_to
+    address = campaign.from_email or resolved.from_email or getattr(resolved.config, "from_email", None)
     if not address:
         address = f"no-reply@{urlsplit(base_url).hostname or 'localhost'}"
     header = formataddr((campaign.from_name, address)) if campaign.from_name else address

@@ -356,15 +356,7 @@ class Dispatcher:
             contacts = await audience.contacts_payload(
                 session, campaign.tenant_id, [r.contact_id for r in recipients]
             )
-        sender = None
-        if campaign.channel == "email":
-            sender = compose.pick_sender(
-                campaign,
-                channel_from=resolved.from_email,
-                channel_reply_to=resolved.reply_to,
-                provider_from=getattr(resolved.config, "from_email", None),
-                base_url=self.settings.base_url,
-            )
+        sender = compose.pick_sender(campaign, resolved, base_url=self.settings.base_url)
         return _Plan(
             campaign=campaign, content=message_content, contacts=contacts, resolved=resolved, sender=sender
         )

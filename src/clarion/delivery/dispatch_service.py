@@ -126,15 +126,7 @@ async def send_test(
         )
     links = compose.Links(base_url=settings.base_url, secret=settings.resolved_secret_key())
     inert_unsubscribe = f"{settings.base_url}/t/u/{TEST_REF}"
-    sender = None
-    if campaign.channel == "email":
-        sender = compose.pick_sender(
-            campaign,
-            channel_from=resolved.from_email,
-            channel_reply_to=resolved.reply_to,
-            provider_from=getattr(resolved.config, "from_email", None),
-            base_url=settings.base_url,
-        )
+    sender = compose.pick_sender(campaign, resolved, base_url=settings.base_url)
     messages = []
     for i, address in enumerate(addresses):
         as_contact = contact if contact is not None else {**SAMPLE_CONTACT, "email": address}
