@@ -6,8 +6,14 @@ from typing import Annotated
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile, status
 
 from clarion.audience import service
-from clarion.audience.schemas import (ContactCreate, ContactPage, ContactRead, ContactUpdate, ImportResult,
-                                      SubscriptionStatus)
+from clarion.audience.schemas import (
+    ContactCreate,
+    ContactPage,
+    ContactRead,
+    ContactUpdate,
+    ImportResult,
+    SubscriptionStatus,
+)
 from clarion.db import SessionDep
 from clarion.tenancy.deps import ReadAuth, WriteAuth
 

@@ -123,7 +123,7 @@ async def create_campaign(session: AsyncSession, tenant_id: uuid.UUID, data: Cam
     fields = data.model_dump(exclude={*AUDIENCE_FIELDS, "channel"})
     if data.scheduled_at is not None:
         fields["scheduled_at"] = _check_schedule_time(data.scheduled_at)
-    fields.update(await _resolved_audience(session, tenant_id, data))
+    fields |= await _resolved_audience(session, tenant_id, data)
     campaign = Campaign(channel=channel, **fields)
     _check_whatsapp_fields(campaign)
     CampaignRepo(session, tenant_id).add(campaign)
@@ -174,7 +174,7 @@ async def update_campaign(session: AsyncSession, tenant_id: uuid.UUID, campaign_
     if template_id is not None and ("template_id" in changes or changes_channel):
         await _check_template(session, tenant_id, template_id, channel)
     if touches_audience:
-        changes.update(await _resolved_audience(session, tenant_id, data))
+        changes |= await _resolved_audience(session, tenant_id, data)
     for field, value in changes.items():
         setattr(campaign, field, value)
     _check_whatsapp_fields(campaign)

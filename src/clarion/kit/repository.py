@@ -54,7 +54,7 @@ class TenantRepository(Generic[M]):
         return set((await self.session.execute(stmt)).scalars().all())
 
     def add(self, obj: M) -> M:
-        setattr(obj, "tenant_id", self.tenant_id)
+        obj.tenant_id = self.tenant_id
         self.session.add(obj)
         return obj
 

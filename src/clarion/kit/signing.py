@@ -1,6 +1,6 @@
 """Signed, URL-safe tokens for public links (open pixels, clicks, unsubscribes).
 
-A token is `item.item…​.mac`: each payload item tagged and encoded (`n`/`m` base36 int, `u` base64url UUID,
+A token is `item.item….mac`: each payload item tagged and encoded (`n`/`m` base36 int, `u` base64url UUID,
 `s` base64url UTF-8 string), then a 128-bit truncated HMAC-SHA256. The MAC key is derived from the install
 secret per purpose, and the purpose is also inside the MAC, so an "open" token never verifies as "unsub".
 Tokens do not expire: an unsubscribe link must keep working in a years-old message.

@@ -9,7 +9,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
 
-class json_array_contains(FunctionElement[bool]):  # noqa: N801 - reads like the SQL function it stands for
+class json_array_contains(FunctionElement[bool]):
     """True when the JSON array `column` holds the string `value`."""
 
     type = Boolean()
@@ -65,7 +65,7 @@ class _JsonAt(FunctionElement[Any]):
         super().__init__(column, bindparam(None, key, type_=JsonKey(), unique=True))
 
 
-class json_kind_at(_JsonAt):  # noqa: N801
+class json_kind_at(_JsonAt):
     """The JSON type at `key`: 'string', 'number', 'boolean', 'null', 'object', 'array'; NULL when absent."""
 
     type = String()
@@ -73,7 +73,7 @@ class json_kind_at(_JsonAt):  # noqa: N801
     name = "json_kind_at"
 
 
-class json_string_at(_JsonAt):  # noqa: N801
+class json_string_at(_JsonAt):
     """The string at `key`, NULL unless it is a JSON string."""
 
     type = String()
@@ -81,7 +81,7 @@ class json_string_at(_JsonAt):  # noqa: N801
     name = "json_string_at"
 
 
-class json_number_at(_JsonAt):  # noqa: N801
+class json_number_at(_JsonAt):
     """The number at `key`, NULL unless it is a JSON number."""
 
     type = Numeric()
@@ -89,7 +89,7 @@ class json_number_at(_JsonAt):  # noqa: N801
     name = "json_number_at"
 
 
-class json_boolean_at(_JsonAt):  # noqa: N801
+class json_boolean_at(_JsonAt):
     """'true' or 'false' (text) for a JSON boolean at `key`, NULL otherwise."""
 
     type = String()
@@ -158,7 +158,7 @@ def _boolean_pg(element: json_boolean_at, compiler: Any, **kw: Any) -> str:
             f"THEN {col} ->> CAST({key} AS TEXT) END)")
 
 
-class json_array_length(FunctionElement[int]):  # noqa: N801
+class json_array_length(FunctionElement[int]):
     """Number of elements of a JSON array column (NULL for NULL)."""
 
     type = Integer()
@@ -187,7 +187,7 @@ def ascii_lower_py(text: str) -> str:
     return text.translate(ASCII_LOWER)
 
 
-class ascii_lower(FunctionElement[str]):  # noqa: N801
+class ascii_lower(FunctionElement[str]):
     """Lower-case ASCII letters only. SQLite's lower() does exactly this; PostgreSQL's lower() follows the
     server locale and folds non-ASCII letters too, so there it is spelled as a fixed translate()."""
 
@@ -206,7 +206,7 @@ def _ascii_lower_pg(element: ascii_lower, compiler: Any, **kw: Any) -> str:
     return f"translate({compiler.process(element.clauses, **kw)}, '{_UPPER}', '{_UPPER.lower()}')"
 
 
-class binary_order(FunctionElement[str]):  # noqa: N801
+class binary_order(FunctionElement[str]):
     """Text that orders by code point (UTF-8 bytes): SQLite's BINARY default; COLLATE "C" on PostgreSQL,
     whose default collation would otherwise sort by the server's locale."""
 

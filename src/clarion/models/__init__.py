@@ -5,11 +5,33 @@ from clarion.models.base import Base
 from clarion.models.campaign import Campaign, CampaignRecipient, CampaignSendSchedule
 from clarion.models.campaign_events import CampaignEvent, CampaignLink
 from clarion.models.content import Template
-from clarion.models.delivery import OutboxMessage
+from clarion.models.delivery import ChannelConfig, OutboxMessage, RateBucket
 from clarion.models.jobs import Job, WorkerTick
 from clarion.models.tenancy import ApiKey, DomainEvent, Tenant
 from clarion.models.tracking import BounceRecord, Conversion, TrackingClient
 
-__all__ = ["ApiKey", "Base", "BounceRecord", "Conversion", "TrackingClient", "Campaign", "CampaignEvent", "CampaignLink", "CampaignRecipient", "CampaignSendSchedule",
-           "Contact", "ContactSubscription", "DomainEvent", "Job", "OutboxMessage", "Segment", "SegmentMember", "Suppression", "Template", "Tenant",
-           "WorkerTick"]
+__all__ = [
+           "ApiKey",
+           "Base",
+           "BounceRecord",
+           "Campaign",
+           "CampaignEvent",
+           "CampaignLink",
+           "CampaignRecipient",
+           "CampaignSendSchedule",
+           "ChannelConfig",
+           "Contact",
+           "ContactSubscription",
+           "Conversion",
+           "DomainEvent",
+           "Job",
+           "OutboxMessage",
+           "RateBucket",
+           "Segment",
+           "SegmentMember",
+           "Suppression",
+           "Template",
+           "Tenant",
+           "TrackingClient",
+           "WorkerTick",
+]

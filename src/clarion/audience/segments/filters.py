@@ -330,7 +330,7 @@ def _compare(column: Any, op: str, value: Any) -> ColumnElement[bool]:
             "lt": column < value, "lte": column <= value}[op]
 
 
-def _number(value: int | float) -> Any:
+def _number(value: float) -> Any:
     # Bound as its shortest decimal text: PostgreSQL then compares the same decimal JSON stored for the attribute.
     return cast(cast(repr(value) if isinstance(value, float) else str(value), SAString), Numeric)
 

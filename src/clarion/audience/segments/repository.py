@@ -28,9 +28,6 @@ class SegmentRepo(TenantRepository[Segment]):
         return await keyset_page(self.session, self.scoped(), Segment.id, limit=limit, cursor=cursor,
                                  key_type=uuid.UUID)
 
-    async def delete(self, segment_id: uuid.UUID) -> int:
-        return await self.remove_by_id(segment_id)
-
 
 class SegmentMemberRepo:
     """Members of static segments. Not a TenantRepository (no own id), but every statement carries tenant_id."""

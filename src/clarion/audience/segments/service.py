@@ -127,7 +127,7 @@ async def delete_segment(session: AsyncSession, tenant_id: uuid.UUID, segment_id
     # campaigns.segment_id is ON DELETE RESTRICT: a campaign still targeting the segment makes this a 409.
     async with conflict_on_violation(session, f"segment {segment_id} is used by a campaign; change that "
                                      "campaign's audience or delete the campaign first", code="segment_in_use"):
-        await repo.delete(segment_id)
+        await repo.remove_by_id(segment_id)
 
 
 # --- static members --------------------------------------------------------------------------------------
@@ -180,7 +180,7 @@ async def _condition(session: AsyncSession, tenant_id: uuid.UUID, audience: Audi
 
 
 async def audience_select(session: AsyncSession, tenant_id: uuid.UUID, *, segment_id: uuid.UUID | None = None,
-                          filter: dict[str, Any] | None = None) -> Select[Any]:  # noqa: A002 - the API's word
+                          filter: dict[str, Any] | None = None) -> Select[Any]:
     """`SELECT contacts.id, contacts.email, contacts.phone` of the tenant's contacts in the segment (its filter
     or its members) or matching the filter; all the tenant's contacts when neither is given. Composable:
     add `.where(...)` and use it in INSERT … SELECT. Unknown segment → NotFound."""

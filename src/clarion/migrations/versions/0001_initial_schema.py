@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 import clarion.kit.types
-from sqlalchemy.dialects import postgresql
 
 revision = '0001'
 down_revision = None
