@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import re
-import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
@@ -16,15 +15,14 @@ import dkim
 import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from sqlalchemy import select
 
 from clarion.campaign import sending
 from clarion.config import Settings
 from clarion.db import Database
 from clarion.kit import tracking_urls
 from clarion.kit.clock import clock, utcnow
-from clarion.models import Campaign, CampaignRecipient
 from clarion.tracking.recorder import recorder_for
+from tests.delivery.helpers import campaign_row, email_template, import_emails, recipients, smtp_channel
 from tests.delivery.smtp_server import RecordingHandler, smtp_server
 
 CONTACTS = 1000
@@ -63,23 +61,6 @@ async def process_day(api: httpx.AsyncClient) -> dict[str, Any]:
     return dict(response.json())
 
 
-async def recipient_rows(db: Database, campaign_id: str) -> list[CampaignRecipient]:
-    async with db.transaction() as session:
-        result = await session.execute(
-            select(CampaignRecipient)
-            .where(CampaignRecipient.campaign_id == uuid.UUID(campaign_id))
-            .order_by(CampaignRecipient.id)
-        )
-        return list(result.scalars())
-
-
-async def campaign_row(db: Database, campaign_id: str) -> Campaign:
-    async with db.transaction() as session:
-        return (
-            await session.execute(select(Campaign).where(Campaign.id == uuid.UUID(campaign_id)))
-        ).scalar_one()
-
-
 async def test_a_campaign_over_three_days_arrives_once_each_signed_tracked_and_unsubscribable(
     api: httpx.AsyncClient, db: Database, settings: Settings, app: Any
 ) -> None:
@@ -94,44 +75,22 @@ async def _run(api: httpx.AsyncClient, db: Database, settings: Settings, app: An
     pem, txt_record = dkim_key()
     emails = [f"fan{i}@example.com" for i in range(CONTACTS)]
     csv = "email,first_name\n" + "".join(f"{e},Fan{i}\n" for i, e in enumerate(emails))
-    imported = await api.post("/api/v1/contacts/import", files={"file": ("c.csv", csv.encode(), "text/csv")})
-    assert imported.status_code == 200 and imported.json()["created"] == CONTACTS, imported.text
+    assert (await import_emails(api, csv))["created"] == CONTACTS
 
     handler = RecordingHandler()
     with smtp_server(handler) as server:
-        channel = await api.post(
-            "/api/v1/channels",
-            json={
-                "channel": "email",
-                "provider": "smtp",
-                "name": "relay",
-                "config": {
-                    "host": "127.0.0.1",
-                    "port": server.port,
-                    "security": "none",
-                    "pool_size": 4,
-                    "dkim": {"domain": DOMAIN, "selector": SELECTOR, "private_key": pem},
-                },
-            },
-        )
-        assert channel.status_code == 201, channel.text
-        template = await api.post(
-            "/api/v1/templates",
-            json={
-                "name": "spring",
-                "channel": "email",
-                "subject": "Spring deals for {{ contact.first_name }}",
-                "body_html": '<p>Hi {{ contact.first_name }}</p><p><a href="https://shop.example/spring">Shop</a></p>'
-                '<p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p>',
-            },
-        )
-        assert template.status_code == 201, template.text
+        await smtp_channel(api, server.port, pool_size=4,
+                           dkim={"domain": DOMAIN, "selector": SELECTOR, "private_key": pem})
+        template_id = await email_template(
+            api, subject="Spring deals for {{ contact.first_name }}",
+            html='<p>Hi {{ contact.first_name }}</p><p><a href="https://shop.example/spring">Shop</a></p>'
+                 '<p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p>')
         created = await api.post(
             "/api/v1/campaigns",
             json={
                 "name": "Spring",
                 "channel": "email",
-                "template_id": template.json()["id"],
+                "template_id": template_id,
                 "daily_send_limit": DAILY_LIMIT,
                 "from_email": f"news@{DOMAIN}",
                 "from_name": "Shop",
@@ -175,7 +134,7 @@ async def _run(api: httpx.AsyncClient, db: Database, settings: Settings, app: An
         assert campaign.clicked == 1 and campaign.clicked_total == 1
 
         # One-click unsubscribe (RFC 8058) of a recipient due tomorrow, with the URL its message carries.
-        rows = await recipient_rows(db, campaign_id)
+        rows = await recipients(db, campaign_id)
         tomorrow = clock.today() + timedelta(days=1)
         leaving = next(r for r in rows if r.status == "pending" and r.scheduled_send_date == tomorrow)
         url = tracking_urls.unsubscribe_url(settings.base_url, settings.resolved_secret_key(), leaving.id)
@@ -201,7 +160,7 @@ async def _run(api: httpx.AsyncClient, db: Database, settings: Settings, app: An
     assert set(arrivals) == set(emails) - {leaving.email}
     assert len({message_from_bytes(r.content)["Message-ID"] for r in handler.received}) == CONTACTS - 1
 
-    rows = await recipient_rows(db, campaign_id)
+    rows = await recipients(db, campaign_id)
     statuses = Counter(r.status for r in rows)
     assert statuses["skipped"] == 1 and next(r for r in rows if r.id == leaving.id).status == "skipped"
     assert statuses["sent"] + statuses["clicked"] == CONTACTS - 1 and statuses["pending"] == 0

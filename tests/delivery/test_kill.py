@@ -27,6 +27,7 @@ from clarion.db import Database
 from clarion.migrate import upgrade
 from clarion.models import CampaignRecipient
 from tests.conftest import BACKENDS, PG_ADMIN_URL, _pg_admin, make_tenant
+from tests.delivery.helpers import email_template, import_emails, smtp_channel
 from tests.delivery.smtp_server import RecordingHandler, smtp_server
 
 RECIPIENTS = 600
@@ -169,29 +170,11 @@ async def test_a_worker_killed_mid_batch_loses_nothing_and_records_nothing_twice
 async def _campaign(api: httpx.AsyncClient, port: int) -> uuid.UUID:
     emails = [f"k{i}@example.com" for i in range(RECIPIENTS)]
     csv = "email\n" + "".join(f"{e}\n" for e in emails)
-    imported = await api.post("/api/v1/contacts/import", files={"file": ("c.csv", csv.encode(), "text/csv")})
-    assert imported.status_code == 200, imported.text
-    channel = await api.post(
-        "/api/v1/channels",
-        json={
-            "channel": "email",
-            "provider": "smtp",
-            "name": "relay",
-            "config": {"host": "127.0.0.1", "port": port, "security": "none", "pool_size": 4},
-        },
-    )
-    assert channel.status_code == 201, channel.text
-    template = await api.post(
-        "/api/v1/templates",
-        json={
-            "name": "t",
-            "channel": "email",
-            "subject": "Hi",
-            "body_html": "<p>Hello {{ contact.email }}</p>",
-        },
-    )
+    await import_emails(api, csv)
+    await smtp_channel(api, port, pool_size=4)
+    template_id = await email_template(api, subject="Hi", html="<p>Hello {{ contact.email }}</p>")
     created = await api.post(
-        "/api/v1/campaigns", json={"name": "K", "channel": "email", "template_id": template.json()["id"]}
+        "/api/v1/campaigns", json={"name": "K", "channel": "email", "template_id": template_id}
     )
     campaign_id = created.json()["id"]
     added = await api.post(f"/api/v1/campaigns/{campaign_id}/recipients", json={"emails": emails})

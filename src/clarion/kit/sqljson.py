@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import Boolean, Integer, Numeric, String, TypeDecorator, bindparam
 from sqlalchemy.ext.compiler import compiles
@@ -59,10 +59,18 @@ class JsonKey(TypeDecorator[str]):
 
 
 class _JsonAt(FunctionElement[Any]):
+    """A typed read of `column[key]`. Each subclass spells it once per database ({col}, {key} are filled in)."""
+
     inherit_cache = True
+    sqlite_sql: ClassVar[str]
+    postgresql_sql: ClassVar[str]
 
     def __init__(self, column: Any, key: str) -> None:
         super().__init__(column, bindparam(None, key, type_=JsonKey(), unique=True))
+
+
+_PG_AT = "{col} -> CAST({key} AS TEXT)"
+_PG_TEXT_AT = "{col} ->> CAST({key} AS TEXT)"
 
 
 class json_kind_at(_JsonAt):
@@ -71,6 +79,10 @@ class json_kind_at(_JsonAt):
     type = String()
     inherit_cache = True
     name = "json_kind_at"
+    sqlite_sql = ("(CASE json_type({col}, {key}) WHEN 'text' THEN 'string' WHEN 'integer' THEN 'number' "
+                  "WHEN 'real' THEN 'number' WHEN 'true' THEN 'boolean' WHEN 'false' THEN 'boolean' "
+                  "ELSE json_type({col}, {key}) END)")
+    postgresql_sql = f"jsonb_typeof({_PG_AT})"
 
 
 class json_string_at(_JsonAt):
@@ -79,6 +91,8 @@ class json_string_at(_JsonAt):
     type = String()
     inherit_cache = True
     name = "json_string_at"
+    sqlite_sql = "(CASE WHEN json_type({col}, {key}) = 'text' THEN json_extract({col}, {key}) END)"
+    postgresql_sql = f"(CASE WHEN jsonb_typeof({_PG_AT}) = 'string' THEN {_PG_TEXT_AT} END)"
 
 
 class json_number_at(_JsonAt):
@@ -87,6 +101,8 @@ class json_number_at(_JsonAt):
     type = Numeric()
     inherit_cache = True
     name = "json_number_at"
+    sqlite_sql = "(CASE WHEN json_type({col}, {key}) IN ('integer', 'real') THEN json_extract({col}, {key}) END)"
+    postgresql_sql = f"(CASE WHEN jsonb_typeof({_PG_AT}) = 'number' THEN CAST({_PG_TEXT_AT} AS NUMERIC) END)"
 
 
 class json_boolean_at(_JsonAt):
@@ -95,67 +111,16 @@ class json_boolean_at(_JsonAt):
     type = String()
     inherit_cache = True
     name = "json_boolean_at"
+    sqlite_sql = "(CASE WHEN json_type({col}, {key}) IN ('true', 'false') THEN json_type({col}, {key}) END)"
+    postgresql_sql = f"(CASE WHEN jsonb_typeof({_PG_AT}) = 'boolean' THEN {_PG_TEXT_AT} END)"
 
 
-def _parts(element: _JsonAt, compiler: Any, **kw: Any) -> tuple[str, str]:
+@compiles(_JsonAt, "sqlite")
+@compiles(_JsonAt, "postgresql")
+def _json_at(element: _JsonAt, compiler: Any, **kw: Any) -> str:
     column, key = element.clauses.clauses
-    return compiler.process(column, **kw), compiler.process(key, **kw)
-
-
-_SQLITE_KIND = ("CASE json_type({col}, {key}) WHEN 'text' THEN 'string' WHEN 'integer' THEN 'number' "
-                "WHEN 'real' THEN 'number' WHEN 'true' THEN 'boolean' WHEN 'false' THEN 'boolean' "
-                "ELSE json_type({col}, {key}) END")
-
-
-@compiles(json_kind_at, "sqlite")
-def _kind_sqlite(element: json_kind_at, compiler: Any, **kw: Any) -> str:
-    col, key = _parts(element, compiler, **kw)
-    return "(" + _SQLITE_KIND.format(col=col, key=key) + ")"
-
-
-@compiles(json_kind_at, "postgresql")
-def _kind_pg(element: json_kind_at, compiler: Any, **kw: Any) -> str:
-    col, key = _parts(element, compiler, **kw)
-    return f"jsonb_typeof({col} -> CAST({key} AS TEXT))"
-
-
-@compiles(json_string_at, "sqlite")
-def _string_sqlite(element: json_string_at, compiler: Any, **kw: Any) -> str:
-    col, key = _parts(element, compiler, **kw)
-    return f"(CASE WHEN json_type({col}, {key}) = 'text' THEN json_extract({col}, {key}) END)"
-
-
-@compiles(json_string_at, "postgresql")
-def _string_pg(element: json_string_at, compiler: Any, **kw: Any) -> str:
-    col, key = _parts(element, compiler, **kw)
-    return (f"(CASE WHEN jsonb_typeof({col} -> CAST({key} AS TEXT)) = 'string' "
-            f"THEN {col} ->> CAST({key} AS TEXT) END)")
-
-
-@compiles(json_number_at, "sqlite")
-def _number_sqlite(element: json_number_at, compiler: Any, **kw: Any) -> str:
-    col, key = _parts(element, compiler, **kw)
-    return f"(CASE WHEN json_type({col}, {key}) IN ('integer', 'real') THEN json_extract({col}, {key}) END)"
-
-
-@compiles(json_number_at, "postgresql")
-def _number_pg(element: json_number_at, compiler: Any, **kw: Any) -> str:
-    col, key = _parts(element, compiler, **kw)
-    return (f"(CASE WHEN jsonb_typeof({col} -> CAST({key} AS TEXT)) = 'number' "
-            f"THEN CAST({col} ->> CAST({key} AS TEXT) AS NUMERIC) END)")
-
-
-@compiles(json_boolean_at, "sqlite")
-def _boolean_sqlite(element: json_boolean_at, compiler: Any, **kw: Any) -> str:
-    col, key = _parts(element, compiler, **kw)
-    return f"(CASE WHEN json_type({col}, {key}) IN ('true', 'false') THEN json_type({col}, {key}) END)"
-
-
-@compiles(json_boolean_at, "postgresql")
-def _boolean_pg(element: json_boolean_at, compiler: Any, **kw: Any) -> str:
-    col, key = _parts(element, compiler, **kw)
-    return (f"(CASE WHEN jsonb_typeof({col} -> CAST({key} AS TEXT)) = 'boolean' "
-            f"THEN {col} ->> CAST({key} AS TEXT) END)")
+    template = element.sqlite_sql if compiler.dialect.name == "sqlite" else element.postgresql_sql
+    return template.format(col=compiler.process(column, **kw), key=compiler.process(key, **kw))
 
 
 class json_array_length(FunctionElement[int]):
