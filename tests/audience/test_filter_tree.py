@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, create_engine, false, func, select
 from sqlalchemy.orm import Session
 
+from clarion.audience.consent import channel_bits
 from clarion.audience.segments.filters import MAX_DEPTH, compile_tree, evaluate, validate_tree
 from clarion.audience.segments.service import target_audience_to_filter, validate_filter
 from clarion.config import to_sync_url
@@ -148,8 +149,13 @@ def _contact_rows(seed: int = 2024, n: int = 90) -> list[dict[str, Any]]:
             "created_at": BASE_TIME + timedelta(minutes=rnd.randrange(0, 600), microseconds=rnd.randrange(0, 3)),
             "attributes": attributes,
             "tags": rnd.sample(TAGS, rnd.randrange(0, 4)),
-            "subscriptions": {ch: rnd.choice(SUBSCRIPTION_STATUSES) for ch in CHANNELS if rnd.random() < 0.5},
+            # Consent as stored: rows for some channels, and channels subscribed by default (no row needed).
+            "consent_rows": {ch: rnd.choice(SUBSCRIPTION_STATUSES) for ch in CHANNELS if rnd.random() < 0.4},
+            "default_channels": [ch for ch in CHANNELS if rnd.random() < 0.35],
         })
+    for row in rows:
+        # What the reference evaluator sees: a row decides; else a default channel is subscribed.
+        row["subscriptions"] = {**{ch: "subscribed" for ch in row["default_channels"]}, **row["consent_rows"]}
     return rows
 
 
@@ -167,10 +173,11 @@ def _load(engine: Engine, rows: list[dict[str, Any]]) -> tuple[uuid.UUID, list[d
         session.flush()
         stored = []
         for row in rows:
-            fields = {k: v for k, v in row.items() if k != "subscriptions"}
-            contact = Contact(tenant_id=tenant.id, **fields)
+            fields = {k: v for k, v in row.items() if k not in ("subscriptions", "consent_rows", "default_channels")}
+            contact = Contact(tenant_id=tenant.id, default_subscribed_channels=channel_bits(row["default_channels"]),
+                              **fields)
             contact.subscriptions = [ContactSubscription(tenant_id=tenant.id, channel=ch, status=status)
-                                     for ch, status in row["subscriptions"].items()]
+                                     for ch, status in row["consent_rows"].items()]
             session.add(contact)
             session.flush()
             stored.append({**row, "id": contact.id})
@@ -194,7 +201,7 @@ def _texts() -> st.SearchStrategy[str]:
 
 
 def _created_at() -> st.SearchStrategy[str]:
-    offsets = st.sampled_from([timezone.utc, timezone(timedelta(hours=2)), timezone(timedelta(hours=-5))])
+    offsets = st.sampled_from([UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-5))])
     return st.builds(lambda minutes, tz: (BASE_TIME + timedelta(minutes=minutes)).astimezone(tz).isoformat(),
                      st.integers(-10, 610), offsets)
 
@@ -214,7 +221,7 @@ def _attribute_leaf() -> st.SearchStrategy[dict[str, Any]]:
     strings = st.one_of(st.sampled_from([v for v in ATTRIBUTE_VALUES if isinstance(v, str)]), _texts())
     numbers = st.one_of(st.integers(-4, 11), st.sampled_from([0.1, 1.5, -2.5, 2.0, 1e-5]))
     booleans = st.booleans()
-    leaf = lambda op, v, f: {"field": f, "op": op, "value": v}  # noqa: E731
+    leaf = lambda op, v, f: {"field": f, "op": op, "value": v}
     return st.one_of(
         st.builds(leaf, st.sampled_from(["eq", "ne"]), st.one_of(strings, numbers, booleans), field),
         st.builds(leaf, st.sampled_from(["gt", "gte", "lt", "lte"]), st.one_of(strings, numbers), field),
@@ -226,7 +233,7 @@ def _attribute_leaf() -> st.SearchStrategy[dict[str, Any]]:
 
 
 def _leaves() -> st.SearchStrategy[dict[str, Any]]:
-    leaf = lambda f, op, v: {"field": f, "op": op, "value": v}  # noqa: E731
+    leaf = lambda f, op, v: {"field": f, "op": op, "value": v}
     text_fields = ["email", "phone", "first_name", "last_name", "locale", "timezone"]
     channels = st.sampled_from(CHANNELS).map(lambda ch: f"subscription.{ch}")
     statuses = st.sampled_from(SUBSCRIPTION_STATUSES)
@@ -293,6 +300,24 @@ def test_the_corpus_makes_the_property_meaningful(corpus: Corpus) -> None:
             assert 0 < len(_sql_ids(corpus, backend, validate_tree(tree))) < total, (backend, tree)
 
 
+def test_the_corpus_stores_consent_both_ways(corpus: Corpus) -> None:
+    """Consent by default (no row), overridden by a row, and by a row alone all occur, and SQL tells them apart."""
+    rows = corpus.contacts["postgresql"]
+    by_default = {r["id"] for r in rows if "email" in r["default_channels"] and "email" not in r["consent_rows"]}
+    overridden = {r["id"] for r in rows if "email" in r["default_channels"]
+                  and r["consent_rows"].get("email", "subscribed") != "subscribed"}
+    by_row = {r["id"] for r in rows if "email" not in r["default_channels"]
+              and r["consent_rows"].get("email") == "subscribed"}
+    assert by_default and overridden and by_row
+    for backend in ("sqlite", "postgresql"):
+        positions = {row["id"]: i for i, row in enumerate(corpus.contacts[backend])}
+        subscribed = {positions[i] for i in _sql_ids(corpus, backend, validate_tree(
+            {"field": "subscription.email", "op": "eq", "value": "subscribed"}))}
+        pg_positions = {row["id"]: i for i, row in enumerate(rows)}
+        assert {pg_positions[i] for i in by_default | by_row} <= subscribed
+        assert not {pg_positions[i] for i in overridden} & subscribed
+
+
 def _leaf_grid() -> list[dict[str, Any]]:
     """Every field × op × edge value as a single leaf (invalid combinations skipped), each also negated."""
     numbers: list[Any] = [0, 1, 1.5, 2, -3, 0.1, 10]
@@ -310,9 +335,15 @@ def _leaf_grid() -> list[dict[str, Any]]:
         candidates += [{"field": field, "op": "exists", "value": b} for b in (True, False)]
     for tag in TAGS:
         candidates.append({"field": "tags", "op": "has", "value": tag})
-    for status in SUBSCRIPTION_STATUSES:
-        for op in ("eq", "ne"):
-            candidates.append({"field": "subscription.sms", "op": op, "value": status})
+    for channel in CHANNELS:
+        field = f"subscription.{channel}"
+        for status in SUBSCRIPTION_STATUSES:
+            for op in ("eq", "ne"):
+                candidates.append({"field": field, "op": op, "value": status})
+        for op in ("in", "not_in"):
+            candidates += [{"field": field, "op": op, "value": ["subscribed", "bounced"]},
+                           {"field": field, "op": op, "value": ["unsubscribed"]}]
+        candidates += [{"field": field, "op": "exists", "value": b} for b in (True, False)]
     grid = []
     for leaf in candidates:
         try:

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from clarion.audience.consent import consents
 from clarion.audience.importer import EmailNormalizer, attribute_value
 from clarion.audience.normalize import normalize_email
 
@@ -188,6 +189,25 @@ async def test_many_small_chunks_give_the_same_result_as_one(api: httpx.AsyncCli
     assert len(snapshot_one) == 13
 
 
+@pytest.mark.parametrize("chunk_rows", [3, 10_000])
+async def test_a_chunk_meeting_an_existing_contact_updates_it_whatever_the_chunking(
+        api: httpx.AsyncClient, app, monkeypatch: pytest.MonkeyPatch, chunk_rows: int) -> None:  # type: ignore[no-untyped-def]
+    """Chunks are first written without a lookup; the one that meets a known contact falls back to the lookup and
+    must come out exactly as if it had looked up from the start: nothing of the failed attempt stays behind."""
+    known = (await api.post("/api/v1/contacts", json={"email": "known@example.com", "first_name": "Old",
+                                                       "subscriptions": {"email": "unsubscribed"}})).json()
+    monkeypatch.setattr(app.state.settings, "import_chunk_rows", chunk_rows)
+    lines = [f"fresh{i}@example.com,,Fresh{i}" for i in range(9)]
+    lines.insert(6, "known@example.com,+14155550160,New")
+    body = (await upload(api, "email,phone,first_name\n" + "\n".join(lines) + "\n")).json()
+    assert body == {"created": 9, "updated": 1, "rejected": []}
+    contacts = {c["email"]: c for c in await all_contacts(api)}
+    assert len(contacts) == 10
+    updated = contacts["known@example.com"]
+    assert (updated["id"], updated["first_name"], updated["phone"]) == (known["id"], "New", "+14155550160")
+    assert updated["subscriptions"] == known["subscriptions"]  # an import never changes existing consent
+
+
 async def test_cli_imports_a_file(tmp_path: Path, database_url: str, db, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     from clarion.cli.main import app as cli
     from clarion.config import get_settings
@@ -359,13 +379,14 @@ async def test_worker_process_pipeline_gives_the_in_process_result(db) -> None: 
         tenant = await make_tenant(db, f"Pipeline{workers}")
         async with db.transaction() as session:
             result = await importer.import_csv(session, tenant.id, io.BytesIO(_pipeline_csv()), default_region=None,
-                                               chunk_rows=7, channels_of_address=service.CHANNELS_OF_ADDRESS,
+                                               chunk_rows=7,
                                                workers=workers)
         async with db.transaction() as session:
             page = await service.list_contacts(session, tenant.id, tag=None, q=None, subscriptions={}, limit=500,
                                                cursor=None)
             contacts = sorted((c.email, c.phone, c.first_name, c.timezone, c.tags, c.attributes,
-                               sorted((s.channel, s.status, s.source) for s in c.subscriptions)) for c in page.rows)
+                               sorted((s.channel, s.status, s.source) for s in consents(c).values()))
+                              for c in page.rows)
         snapshots.append((result.model_dump(), contacts))
     assert snapshots[0] == snapshots[1]
     assert snapshots[0][0]["created"] > 40 and snapshots[0][0]["rejected"]
@@ -380,26 +401,137 @@ async def test_imported_rows_are_stored_exactly_as_the_orm_stores_them(api: http
     assert created.status_code == 201, created.text
     response = await upload(api, "email,phone,city,n,tags\nimp@example.com,+14155550178,Paris,3,a;é\n")
     assert response.json()["created"] == 1
-    columns = ("id", "tenant_id", "attributes", "tags", "created_at", "updated_at")
+    columns = ("id", "tenant_id", "attributes", "tags", "created_at", "updated_at", "default_subscribed_channels")
     shape = ", ".join(f"typeof({c}), length({c})" if db.dialect == "sqlite" else f"pg_typeof({c})::text"
                       for c in columns)
     async with db.transaction() as session:
-        rows = (await session.execute(text(f"SELECT email, {shape}, attributes, tags FROM contacts "
+        rows = (await session.execute(text(f"SELECT email, {shape}, attributes, tags, default_subscribed_channels, "
+                                           "created_via FROM contacts "
                                            "WHERE email IN ('orm@example.com', 'imp@example.com') ORDER BY email")
                                       )).all()
-        subs = (await session.execute(text(
-            "SELECT c.email, s.channel, s.status, s.source, " +
-            ("typeof(s.contact_id), length(s.contact_id), typeof(s.changed_at), length(s.changed_at)"
-             if db.dialect == "sqlite" else "pg_typeof(s.changed_at)::text") +
-            " FROM contact_subscriptions s JOIN contacts c ON c.id = s.contact_id "
-            "WHERE c.email IN ('orm@example.com', 'imp@example.com') ORDER BY c.email, s.channel"))).all()
+        subscription_rows = (await session.execute(text(
+            "SELECT count(*) FROM contact_subscriptions s JOIN contacts c ON c.id = s.contact_id "
+            "WHERE c.email IN ('orm@example.com', 'imp@example.com')"))).scalar_one()
     imported, orm = rows
-    assert imported[1:] == orm[1:]  # same storage class, length and JSON text, column by column
-    assert [s[1:] for s in subs if s[0] == "imp@example.com"] == [s[1:3] + ("import",) + s[4:] for s in subs
-                                                                  if s[0] == "orm@example.com"]
+    # same storage class, length and JSON text, column by column; the same default consent (email, sms, whatsapp)
+    assert imported[1:-1] == orm[1:-1]
+    assert (imported[-1], orm[-1]) == ("import", "api")
+    assert subscription_rows == 0  # default consent is not stored as rows
     # and the ORM reads them back: ids, aware UTC datetimes, JSON
     listed = {c["email"]: c for c in await all_contacts(api)}
     imp = listed["imp@example.com"]
     assert imp["attributes"] == {"city": "Paris", "n": 3} and imp["tags"] == ["a", "é"]
     assert imp["created_at"].endswith(("Z", "+00:00"))
     assert (await api.get(f"/api/v1/contacts/{imp['id']}")).json()["phone"] == "+14155550178"
+
+
+async def test_a_chunk_that_loses_a_race_stops_the_import_with_409_and_writes_nothing_after_it(pg_url: str) -> None:
+    """PostgreSQL writes chunk N in a task while chunk N+1 is validated: a failure there must still end the
+    import (409), with the chunks before it committed and nothing after it. race0 exists already, so the import
+    looks addresses up from its first chunk on; another writer takes an email of chunk 2 after chunk 2 looked it
+    up (its uncommitted insert holds the unique index until it commits)."""
+    import asyncio
+    import io
+
+    import psycopg
+
+    from clarion.audience import importer
+    from clarion.db import Database
+    from clarion.errors import Conflict
+    from tests.conftest import make_tenant
+
+    db = Database(pg_url)
+    try:
+        tenant = await make_tenant(db, "Race")
+        async with db.transaction() as session:
+            from clarion.audience import service
+            from clarion.audience.schemas import ContactCreate
+
+            await service.create_contact(session, tenant.id, ContactCreate(email="race0@example.com"))
+        rows = [f"race{i}@example.com" for i in range(9)]
+        csv_bytes = ("email\n" + "\n".join(rows) + "\n").encode()
+        plain_url = pg_url.replace("postgresql+psycopg://", "postgresql://", 1)
+        rival = await psycopg.AsyncConnection.connect(plain_url)
+        committed_rival: list[asyncio.Task[None]] = []
+
+        async def take_race4_then_commit_soon() -> None:
+            await rival.execute(
+                "INSERT INTO contacts (id, tenant_id, email, attributes, tags, created_at, updated_at) "
+                "VALUES (gen_random_uuid(), %s, 'race4@example.com', '{}', '[]', now(), now())", (tenant.id,))
+
+            async def commit_later() -> None:
+                await asyncio.sleep(0.5)
+                await rival.commit()
+            committed_rival.append(asyncio.create_task(commit_later()))
+
+        chunks_done = 0
+        async with db.sessions() as session:
+            async def after_chunk() -> None:
+                nonlocal chunks_done
+                await session.commit()
+                chunks_done += 1
+                if chunks_done == 1:
+                    await take_race4_then_commit_soon()
+
+            try:
+                await importer.import_csv(session, tenant.id, io.BytesIO(csv_bytes), default_region=None,
+                                          chunk_rows=3, after_chunk=after_chunk)
+                raise AssertionError("the import should have stopped with a conflict")
+            except Conflict as exc:
+                assert exc.status == 409 and "changed while the import ran" in exc.message
+            await session.rollback()
+        await asyncio.gather(*committed_rival)
+        await rival.close()
+        async with db.transaction() as session:
+            from sqlalchemy import text
+
+            stored = (await session.execute(text("SELECT email FROM contacts WHERE tenant_id = :t ORDER BY email"),
+                                            {"t": tenant.id})).scalars().all()
+        # chunk 1 (race0–2) committed; chunk 2 (race3–5) failed whole; chunk 3 (race6–8) never written
+        assert stored == ["race0@example.com", "race1@example.com", "race2@example.com", "race4@example.com"]
+        assert chunks_done == 1
+    finally:
+        await db.dispose()
+
+
+async def test_the_owner_lookup_probes_the_unique_indexes_whatever_the_statistics(db) -> None:  # type: ignore[no-untyped-def]
+    """The per-chunk lookup must cost what the chunk holds, not what the tenant holds: one probe of the unique
+    (tenant_id, email) / (tenant_id, phone) index per address, never a scan of the tenant hashed against the list
+    (what the planners pick without fresh statistics, which a growing import never has)."""
+    import io
+
+    from sqlalchemy import event
+
+    from clarion.audience import importer
+    from clarion.audience.import_repository import ContactImportRepo
+    from tests.conftest import make_tenant
+
+    tenant = await make_tenant(db, "Probe")
+    rows = "\n".join(f"probe{i}@example.com,+1415556{i:04d}" for i in range(3000))
+    async with db.transaction() as session:
+        await importer.import_csv(session, tenant.id, io.BytesIO(f"email,phone\n{rows}\n".encode()),
+                                  default_region=None, chunk_rows=5000)
+    statements: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        statements.append((statement, parameters))
+
+    async with db.transaction() as session:
+        event.listen(db.engine.sync_engine, "before_cursor_execute", capture)
+        try:
+            found = await ContactImportRepo(session, tenant.id).find_owners(
+                ["probe7@example.com", "nobody@example.com"], ["+14155560008"])
+        finally:
+            event.remove(db.engine.sync_engine, "before_cursor_execute", capture)
+        statement, parameters = statements[-1]  # the lookup itself (PostgreSQL may check its statistics first)
+        explain = "EXPLAIN QUERY PLAN " if db.dialect == "sqlite" else "EXPLAIN "
+        raw = (await session.connection()).exec_driver_sql
+        plan = "\n".join(str(row[-1]) for row in (await raw(explain + statement, parameters)).all())
+    assert sorted(c.email for c in found) == ["probe7@example.com", "probe8@example.com"]
+    if db.dialect == "sqlite":  # SQLite names a UNIQUE constraint's index itself
+        assert "(tenant_id=? AND email=?)" in plan and "(tenant_id=? AND phone=?)" in plan, plan
+    else:
+        assert "Index Cond: ((tenant_id = " in plan and "AND ((email)::text = j.value))" in plan, plan
+        assert "AND ((phone)::text = j_1.value))" in plan, plan
+        assert "uq_contacts_tenant_id_email" in plan and "uq_contacts_tenant_id_phone" in plan, plan
+    assert "Hash" not in plan and "SCAN c " not in plan, plan

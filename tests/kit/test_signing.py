@@ -70,3 +70,28 @@ def test_module_functions_use_the_given_secret() -> None:
     assert signing.verify("open", token, secret=SECRET) == (7,)
     assert Signer(SECRET).verify("open", token) == (7,)
     assert signing.verify("open", token, secret="other-" + "x" * 40) is None
+
+
+def test_compact_tokens_fit_telegram_start_parameters_and_are_bound() -> None:
+    signer = Signer(SECRET)
+    contact, tenant = uuid.uuid4(), uuid.uuid4()
+    token = signer.sign_compact("tg-start", contact, bound_to=tenant)
+    assert re.fullmatch(r"[A-Za-z0-9_-]+", token) and len(token) == signing.COMPACT_TOKEN_LENGTH <= 64
+    assert signer.verify_compact("tg-start", token, bound_to=tenant) == contact
+    assert signer.verify_compact("tg-start", token, bound_to=uuid.uuid4()) is None  # another tenant
+    assert signer.verify_compact("tg-start", token) is None
+    assert signer.verify_compact("unsub", token, bound_to=tenant) is None  # another purpose
+    assert Signer("another-secret-" + "t" * 40).verify_compact("tg-start", token, bound_to=tenant) is None
+
+
+def test_compact_tokens_detect_every_changed_character_and_other_spellings() -> None:
+    signer = Signer(SECRET)
+    contact, tenant = uuid.uuid4(), uuid.uuid4()
+    token = signer.sign_compact("tg-start", contact, bound_to=tenant)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    for i, char in enumerate(token):
+        for other in alphabet:
+            if other != char:
+                assert signer.verify_compact("tg-start", token[:i] + other + token[i + 1:], bound_to=tenant) is None
+    for bad in ("", token[:-1], token + "A", token + "=", "!" * len(token)):
+        assert signer.verify_compact("tg-start", bad, bound_to=tenant) is None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _encode_json_string
 from typing import Any, NamedTuple
 
 from clarion.audience import normalize
@@ -63,6 +64,17 @@ def attribute_value(text: str) -> Any:
             if repr(real) == text:
                 return real
     return text
+
+
+def _json_scalar(value: str | float | bool) -> str:
+    """json.dumps of an attribute_value result, character for character, without json.dumps' per-call cost."""
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if type(value) is str:
+        return _encode_json_string(value)
+    return repr(value)  # int, or a float that attribute_value only makes when finite: json.dumps prints repr
 
 
 class ImportRow(NamedTuple):
@@ -128,98 +140,104 @@ class EmailNormalizer:
 
 
 class RowValidator:
-    """Turns the cells of one data row into an ImportRow, or a Rejection saying what is wrong."""
+    """Turns the cells of one data row into a valid row (ImportRow's fields as a plain tuple), or a Rejection
+    saying what is wrong."""
 
     def __init__(self, columns: Columns, default_region: str | None) -> None:
         self.columns = columns
         self.default_region = default_region
         self.normalize_email = EmailNormalizer()
         known = columns.known
-        self._email = known.get("email")
-        self._phone = known.get("phone")
-        self._first = known.get("first_name")
-        self._last = known.get("last_name")
-        self._locale = known.get("locale")
-        self._timezone = known.get("timezone")
-        self._tags = known.get("tags")
+        # A column the file lacks reads the always-empty cell one past the row's end (see validate).
+        missing = columns.width
+        self._email = known.get("email", missing)
+        self._phone = known.get("phone", missing)
+        self._first = known.get("first_name", missing)
+        self._last = known.get("last_name", missing)
+        self._locale = known.get("locale", missing)
+        self._timezone = known.get("timezone", missing)
+        self._tags = known.get("tags", missing)
+        # Each attribute column as (index, its name already as JSON text), for building the attributes' JSON.
+        self._attributes = tuple((index, name, json.dumps(name)) for index, name in columns.attributes)
         # Validation is a pure function of the cell: a marketing list repeats the same few locales, time zones
         # and tag lists on every row, so their verdicts are remembered (bounded, see _remember).
         self._seen_locale: dict[str, tuple[str | None, str | None]] = {}
         self._seen_timezone: dict[str, tuple[str | None, str | None]] = {}
         self._seen_tags: dict[str, tuple[tuple[list[str], str] | None, str | None]] = {}
 
-    def validate(self, line: int, cells: list[str]) -> ImportRow | Rejection:
+    def validate(self, line: int, cells: list[str]) -> RowTuple | Rejection:
         width = self.columns.width
         if len(cells) > width:
             # Usually an unquoted comma inside a value: the cells no longer line up with the header.
             return Rejection(line, f"{len(cells)} cells but the header has {width} columns")
-        if len(cells) < width:
-            cells = cells + [""] * (width - len(cells))
-        problems: list[str] = []
+        # Pad to the header's width plus the one empty cell that absent columns point at.
+        cells = cells + [""] * (width + 1 - len(cells))
+        problems: list[str] | None = None
 
-        def cell(index: int | None) -> str | None:
-            if index is None:
-                return None
-            value = cells[index].strip()
-            return value or None
-
-        email = cell(self._email)
-        phone = cell(self._phone)
+        email = cells[self._email].strip() or None
+        phone = cells[self._phone].strip() or None
         if email is not None:
             try:
                 email = self.normalize_email(email)
             except ValueError as exc:
-                problems.append(str(exc))
+                problems = [str(exc)]
         if phone is not None:
             try:
                 phone = normalize.normalize_phone(phone, self.default_region)
             except ValueError as exc:
-                problems.append(str(exc))
-        if email is None and phone is None and not problems:
-            problems.append("a contact needs an email or a phone")
-        first_name, last_name = cell(self._first), cell(self._last)
+                problems = [*(problems or ()), str(exc)]
+        if email is None and phone is None and problems is None:
+            problems = ["a contact needs an email or a phone"]
+        first_name = cells[self._first].strip() or None
+        last_name = cells[self._last].strip() or None
         if first_name is not None and len(first_name) > NAME_MAX_LEN:
-            problems.append(f"first_name is longer than {NAME_MAX_LEN} characters")
+            problems = [*(problems or ()), f"first_name is longer than {NAME_MAX_LEN} characters"]
         if last_name is not None and len(last_name) > NAME_MAX_LEN:
-            problems.append(f"last_name is longer than {NAME_MAX_LEN} characters")
-        locale = cell(self._locale)
+            problems = [*(problems or ()), f"last_name is longer than {NAME_MAX_LEN} characters"]
+        locale = cells[self._locale].strip() or None
         if locale is not None:
             verdict = self._seen_locale.get(locale)
             if verdict is None:
                 verdict = self._remember(self._seen_locale, locale, self._check_locale)
             locale, problem = verdict
             if problem is not None:
-                problems.append(problem)
-        timezone = cell(self._timezone)
+                problems = [*(problems or ()), problem]
+        timezone = cells[self._timezone].strip() or None
         if timezone is not None:
             verdict = self._seen_timezone.get(timezone)
             if verdict is None:
                 verdict = self._remember(self._seen_timezone, timezone, self._check_timezone)
             timezone, problem = verdict
             if problem is not None:
-                problems.append(problem)
+                problems = [*(problems or ()), problem]
         tags: list[str] = []
         tags_json = _EMPTY_LIST_JSON
-        raw_tags = cell(self._tags)
-        if raw_tags is not None:
+        raw_tags = cells[self._tags].strip()
+        if raw_tags:
             tag_verdict = self._seen_tags.get(raw_tags)
             if tag_verdict is None:
                 tag_verdict = self._remember(self._seen_tags, raw_tags, self._check_tags)
             found, problem = tag_verdict
             if problem is not None:
-                problems.append(problem)
+                problems = [*(problems or ()), problem]
             elif found is not None:
-                tags = list(found[0])  # each row gets its own list
+                tags = found[0].copy()  # each row gets its own list
                 tags_json = found[1]
         attributes: dict[str, Any] = {}
-        for index, name in self.columns.attributes:
-            value = cells[index].strip()
-            if value:
-                attributes[name] = attribute_value(value)
-        if problems:
+        attributes_json = _EMPTY_OBJECT_JSON
+        if self._attributes:
+            members = []
+            for index, name, name_json in self._attributes:
+                value = cells[index].strip()
+                if value:
+                    value = attributes[name] = attribute_value(value)
+                    members.append(f"{name_json}: {_json_scalar(value)}")
+            if members:
+                attributes_json = "{" + ", ".join(members) + "}"
+        if problems is not None:
             return Rejection(line, "; ".join(problems))
-        return ImportRow(line, email, phone, first_name, last_name, locale, timezone, tags, attributes, tags_json,
-                         json.dumps(attributes) if attributes else _EMPTY_OBJECT_JSON)
+        return (line, email, phone, first_name, last_name, locale, timezone, tags, attributes, tags_json,
+                attributes_json)
 
     @staticmethod
     def _remember(cache: dict[str, Any], key: str, check: Any) -> Any:
@@ -273,12 +291,12 @@ def validate_chunk(columns: Columns, default_region: str | None,
     rejections: list[Rejection] = []
     validate = validator.validate
     for line, cells in records:
-        if any("\x00" in value for value in cells):
+        if "\x00" in "".join(cells):
             rejections.append(Rejection(line, "the row contains a NUL character"))
             continue
         outcome = validate(line, cells)
-        if type(outcome) is ImportRow:
-            rows.append(tuple(outcome))
+        if type(outcome) is tuple:
+            rows.append(outcome)
         else:
             rejections.append(outcome)  # type: ignore[arg-type]
     return rows, rejections

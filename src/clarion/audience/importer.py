@@ -1,16 +1,17 @@
 """Contact import from CSV: reading, upsert planning and the chunk loop (row validation: import_validation).
 
 The file is never held in memory: it is read incrementally through a text wrapper and handled in chunks of
-`chunk_rows` rows. Per chunk, rows are validated (a pure function, see import_validation), matched against one
-lookup of the contacts that own the chunk's emails and phones, and written with set-based statements (see
-import_repository).
+`chunk_rows` rows. Per chunk, rows are validated (a pure function, see import_validation), matched against the
+contacts that own the chunk's emails and phones, and written with set-based statements (see import_repository).
+Until a chunk meets a contact that exists, the match needs no lookup (see import_csv).
 
-A big file on a host with CPUs to spare is pipelined: a worker process validates chunk N+1 while this process
-writes chunk N, with at most `_IN_FLIGHT` chunks handed over at a time, so memory stays flat. Small files (tests,
-most API uploads) are validated in-process: starting a worker would cost more than it saves. Both paths give
-identical results. The worker is started with `spawn`, so a script that runs an import must guard its entry
-point with `if __name__ == "__main__":` (as any multiprocessing user must); should the worker die anyway, the
-import goes on validating in-process.
+Reading and validating run on the event loop in slices of a few hundred rows, yielding between slices. On
+PostgreSQL chunk N is written (mostly the server's work) while chunk N+1 is read and validated. For a big file
+on a host with CPUs to spare, a worker process validates instead, with at most `_IN_FLIGHT` chunks handed over
+at a time; memory stays flat either way. Small files (tests, most API uploads) never start a worker: that would
+cost more than it saves. Both paths give identical results. The worker is started with `spawn`, so a script that
+runs an import must guard its entry point with `if __name__ == "__main__":` (as any multiprocessing user must);
+should the worker die anyway, the import goes on validating in-process.
 
 Rules a CSV follows:
 
@@ -29,21 +30,25 @@ from __future__ import annotations
 import asyncio
 import codecs
 import csv
+import gc
 import io
 import multiprocessing
 import os
+import threading
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clarion.audience.import_repository import ContactImportRepo, ExistingContact, PlannedContact
+from clarion.audience.consent import default_bits_of
+from clarion.audience.import_repository import ContactImportRepo, ExistingContact, NewRow, PlannedContact
 from clarion.audience.import_validation import (
     ATTRIBUTES,
     ATTRIBUTES_JSON,
@@ -69,9 +74,8 @@ from clarion.audience.import_validation import (
 from clarion.audience.schemas import ImportResult
 from clarion.errors import Conflict, Invalid, field_error
 from clarion.kit.clock import utcnow
-from clarion.kit.ids import new_id
 
-__all__ = ["Columns", "EmailNormalizer", "ImportRow", "Rejection", "RowValidator", "attribute_value",
+__all__ = ["Columns", "EmailNormalizer", "ImportRow", "RecordReader", "Rejection", "RowValidator", "attribute_value",
            "check_utf8_text", "import_csv", "parse_header", "plan_chunk", "read_records"]
 
 IMPORT_SOURCE = "import"
@@ -155,44 +159,60 @@ def read_header(reader: Any) -> Columns:
     return parse_header(header)
 
 
-def read_records(reader: Any, chunk_rows: int
-                 ) -> Iterator[tuple[list[tuple[int, list[str]]], list[Rejection]]]:
-    """Yield per chunk of at most `chunk_rows` data rows: the (line, cells) records and the malformed lines.
+class RecordReader:
+    """Data rows of a CSV reader as (line, cells) records, plus its malformed lines, read a given count at a time.
 
     A row's line is the physical line it starts on (the header is line 1); quoted values may span lines.
-    Blank lines are skipped and do not count towards a chunk.
+    Blank lines are skipped and do not count.
     """
-    records: list[tuple[int, list[str]]] = []
-    malformed: list[Rejection] = []
-    counted = 0
-    next_line = reader.line_num + 1
-    while True:
-        line = next_line
-        try:
-            cells = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            malformed.append(Rejection(line, f"malformed CSV: {exc}"))
-            cells = None
-        next_line = reader.line_num + 1
-        if cells is not None:
-            if not cells or (len(cells) == 1 and not cells[0].strip()):
-                continue  # blank line
-            records.append((line, cells))
-        counted += 1
-        if counted >= chunk_rows:
+
+    def __init__(self, reader: Any) -> None:
+        self.reader = reader
+        self.exhausted = False
+        self._next_line = reader.line_num + 1
+
+    def read(self, rows: int) -> tuple[list[tuple[int, list[str]]], list[Rejection]]:
+        """Up to `rows` rows (records and malformed lines together); fewer only at the end of the file."""
+        records: list[tuple[int, list[str]]] = []
+        malformed: list[Rejection] = []
+        reader = self.reader
+        counted = 0
+        while counted < rows:
+            line = self._next_line
+            try:
+                cells = next(reader)
+            except StopIteration:
+                self.exhausted = True
+                break
+            except csv.Error as exc:
+                malformed.append(Rejection(line, f"malformed CSV: {exc}"))
+                cells = None
+            self._next_line = reader.line_num + 1
+            if cells is not None:
+                if not cells or (len(cells) == 1 and not cells[0].strip()):
+                    continue  # blank line
+                records.append((line, cells))
+            counted += 1
+        return records, malformed
+
+
+def read_records(reader: Any, chunk_rows: int
+                 ) -> Iterator[tuple[list[tuple[int, list[str]]], list[Rejection]]]:
+    """Yield per chunk of at most `chunk_rows` data rows: the (line, cells) records and the malformed lines."""
+    source = RecordReader(reader)
+    while not source.exhausted:
+        records, malformed = source.read(chunk_rows)
+        if records or malformed:
             yield records, malformed
-            records, malformed, counted = [], [], 0
-    if counted:
-        yield records, malformed
 
 
 # --- upsert planning ---------------------------------------------------------------------------------------
 
 @dataclass
 class ChunkPlan:
-    inserts: list[PlannedContact] = field(default_factory=list)
+    # New contacts in file order: still exactly their validated row (most of them), or a PlannedContact once a
+    # later row of the chunk changed them.
+    inserts: list[NewRow | PlannedContact] = field(default_factory=list)
     updates: list[PlannedContact] = field(default_factory=list)
     created: int = 0
     updated: int = 0
@@ -222,19 +242,33 @@ def _apply_row(target: PlannedContact, row: RowTuple) -> None:
     target.changed = True
 
 
-def plan_chunk(rows: list[RowTuple], existing: list[ExistingContact],
-               channels_of_address: Mapping[str, tuple[str, ...]]) -> ChunkPlan:
+def _planned(inserts: list[NewRow | PlannedContact], owner: PlannedContact | int | None) -> PlannedContact | None:
+    """The contact an address points at; a new contact still held as its row becomes a PlannedContact (in place)."""
+    if type(owner) is not int:
+        return owner  # type: ignore[return-value]
+    item = inserts[owner]
+    if type(item) is tuple:
+        row = item
+        # The row's own tags list and attributes dict: _apply_row replaces them, never mutates them.
+        item = inserts[owner] = PlannedContact(
+            None, row[EMAIL], row[PHONE], row[FIRST_NAME], row[LAST_NAME], row[LOCALE], row[TIMEZONE],
+            row[ATTRIBUTES], row[TAGS], True, default_bits_of(row[EMAIL], row[PHONE]),
+            tags_json=row[TAGS_JSON], attributes_json=row[ATTRIBUTES_JSON])
+    return item  # type: ignore[return-value]
+
+
+def plan_chunk(rows: list[RowTuple], existing: list[ExistingContact]) -> ChunkPlan:
     """Match each row, in file order, to the contact owning its email, else its phone, else a new contact.
 
     Rows of the chunk see the effect of earlier rows, exactly as later chunks see the database: the result does
-    not depend on where chunk boundaries fall. A new contact is subscribed to the channels of the addresses
-    of the row that created it (`channels_of_address`); existing subscriptions are never changed.
+    not depend on where chunk boundaries fall. A new contact is subscribed by default to the channels of the
+    addresses of the row that created it (see audience.consent); existing consent is never changed.
     """
     plan = ChunkPlan()
-    by_email: dict[str, PlannedContact] = {}
-    by_phone: dict[str, PlannedContact] = {}
+    # Address → its owner so far: a PlannedContact, or a new contact's position in plan.inserts.
+    by_email: dict[str, PlannedContact | int] = {}
+    by_phone: dict[str, PlannedContact | int] = {}
     updated_ids: set[uuid.UUID] = set()
-    channels_for: dict[tuple[bool, bool], tuple[str, ...]] = {}
     for found in existing:
         contact = PlannedContact(found.id, found.email, found.phone, found.first_name, found.last_name,
                                  found.locale, found.timezone, dict(found.attributes or {}), list(found.tags or []),
@@ -248,35 +282,32 @@ def plan_chunk(rows: list[RowTuple], existing: list[ExistingContact],
         email, phone = row[EMAIL], row[PHONE]
         owner_of_email = by_email.get(email) if email else None
         owner_of_phone = by_phone.get(phone) if phone else None
+        if owner_of_email is None and owner_of_phone is None:
+            # A new contact (the common case): written straight from its row.
+            if email:
+                by_email[email] = len(inserts)
+            if phone:
+                by_phone[phone] = len(inserts)
+            inserts.append(row)
+            plan.created += 1
+            continue
+        owner_of_email = _planned(inserts, owner_of_email)
+        owner_of_phone = _planned(inserts, owner_of_phone)
         if owner_of_email is not None and owner_of_phone is not None and owner_of_email is not owner_of_phone:
             plan.rejections.append(Rejection(
                 row[LINE], f"email {email} and phone {phone} belong to two different contacts"))
             continue
-        target = owner_of_email or owner_of_phone
-        if target is None:
-            present = (email is not None, phone is not None)
-            channels = channels_for.get(present)
-            if channels is None:
-                channels = channels_for[present] = tuple(
-                    channel for address, has in zip(("email", "phone"), present) if has
-                    for channel in channels_of_address.get(address, ()))
-            # The row's own tags list and attributes dict: _apply_row replaces them, never mutates them.
-            target = PlannedContact(new_id(), email, phone, row[FIRST_NAME], row[LAST_NAME], row[LOCALE],
-                                    row[TIMEZONE], row[ATTRIBUTES], row[TAGS], True, channels,
-                                    tags_json=row[TAGS_JSON], attributes_json=row[ATTRIBUTES_JSON])
-            inserts.append(target)
-            plan.created += 1
-        else:
-            old_email, old_phone = target.email, target.phone
-            _apply_row(target, row)
-            if target.email != old_email and old_email is not None:
-                by_email.pop(old_email, None)
-            if target.phone != old_phone and old_phone is not None:
-                by_phone.pop(old_phone, None)
-            if not target.is_new and target.id not in updated_ids:
-                updated_ids.add(target.id)
-                plan.updates.append(target)
-            plan.updated += 1
+        target: PlannedContact = owner_of_email or owner_of_phone  # type: ignore[assignment]
+        old_email, old_phone = target.email, target.phone
+        _apply_row(target, row)
+        if target.email != old_email and old_email is not None:
+            by_email.pop(old_email, None)
+        if target.phone != old_phone and old_phone is not None:
+            by_phone.pop(old_phone, None)
+        if not target.is_new and target.id not in updated_ids:
+            updated_ids.add(target.id)  # type: ignore[arg-type]
+            plan.updates.append(target)
+        plan.updated += 1
         if target.email:
             by_email[target.email] = target
         if target.phone:
@@ -284,53 +315,98 @@ def plan_chunk(rows: list[RowTuple], existing: list[ExistingContact],
     return plan
 
 
-# --- validated chunks: in-process or pipelined through a worker process ---------------------------------
+# --- validated chunks: in slices on the event loop, or pipelined through a worker process -------------------
 
-ValidatedChunk = tuple[list[RowTuple], list[Rejection]]
-
-
-def _next_chunk_inline(records: Iterator[Any], columns: Columns, default_region: str | None) -> ValidatedChunk | None:
-    chunk = next(records, None)
-    if chunk is None:
-        return None
-    items, malformed = chunk
-    rows, rejections = validate_chunk(columns, default_region, items)
-    return rows, malformed + rejections
+# Read from the file: the records of a chunk, its malformed lines, and how far into the file the chunk ends.
+RecordChunk = tuple[list[tuple[int, list[str]]], list[Rejection], int]
+ValidatedChunk = tuple[list[RowTuple], list[Rejection], int]
+# Rows read and validated between two returns to the event loop: ~2 ms of CPU, so other requests (and the
+# database I/O of the chunk being written) wait at most that long.
+_SLICE_ROWS = 200
 
 
-async def _validated_chunks(records: Iterator[Any], columns: Columns, default_region: str | None,
-                            pool: ProcessPoolExecutor | None) -> AsyncIterator[ValidatedChunk]:
-    if pool is None:
-        while True:
-            # Parsing and validation are CPU work: off the event loop so other requests keep being served.
-            chunk = await asyncio.to_thread(_next_chunk_inline, records, columns, default_region)
-            if chunk is None:
-                return
-            yield chunk
-    pending: deque[tuple[Future[ValidatedChunk], list[tuple[int, list[str]]], list[Rejection]]] = deque()
+async def _validated_in_slices(reader: Any, binary: BinaryIO, columns: Columns, default_region: str | None,
+                               chunk_rows: int) -> AsyncIterator[ValidatedChunk]:
+    """Read and validate on the event loop, a slice at a time. Not in a thread: the thread and the event loop,
+    which drives the database I/O, would contend for the GIL, and each hand-over waits for the interpreter's
+    switch interval (5 ms); measured slower on both databases."""
+    source = RecordReader(reader)
+    while not source.exhausted:
+        rows: list[RowTuple] = []
+        rejections: list[Rejection] = []
+        counted = 0
+        while counted < chunk_rows and not source.exhausted:
+            records, malformed = source.read(min(_SLICE_ROWS, chunk_rows - counted))
+            valid, invalid = validate_chunk(columns, default_region, records)
+            rows += valid
+            rejections += malformed
+            rejections += invalid
+            counted += len(records) + len(malformed)
+            await asyncio.sleep(0)
+        if counted:
+            yield rows, rejections, binary.tell()
+
+
+def _record_chunks(reader: Any, binary: BinaryIO, chunk_rows: int) -> Iterator[RecordChunk]:
+    for records, malformed in read_records(reader, chunk_rows):
+        yield records, malformed, binary.tell()
+
+
+async def _validated_in_worker(chunks: Iterator[RecordChunk], columns: Columns, default_region: str | None,
+                               pool: ProcessPoolExecutor) -> AsyncIterator[ValidatedChunk]:
+    pending: deque[tuple[Future[tuple[list[RowTuple], list[Rejection]]], RecordChunk]] = deque()
     exhausted = broken = False
     while True:
         while not exhausted and len(pending) < _IN_FLIGHT:
-            raw = await asyncio.to_thread(next, records, None)
+            raw = await asyncio.to_thread(next, chunks, None)
             if raw is None:
                 exhausted = True
                 break
-            items, malformed = raw
+            items, malformed, position = raw
             if broken:
                 rows, rejections = await asyncio.to_thread(validate_chunk, columns, default_region, items)
-                yield rows, malformed + rejections
+                yield rows, malformed + rejections, position
                 continue
-            pending.append((pool.submit(validate_chunk, columns, default_region, items), items, malformed))
+            pending.append((pool.submit(validate_chunk, columns, default_region, items), raw))
         if not pending:
             return
-        future, items, malformed = pending.popleft()
+        future, (items, malformed, position) = pending.popleft()
         try:
             rows, rejections = await asyncio.wrap_future(future)
         except BrokenProcessPool:
             # The worker died (killed, or an unguarded entry script under spawn): validate here instead.
             broken = True
             rows, rejections = await asyncio.to_thread(validate_chunk, columns, default_region, items)
-        yield rows, malformed + rejections
+        yield rows, malformed + rejections, position
+
+
+@contextmanager
+def _rarer_young_collections() -> Iterator[None]:
+    """While any import runs, CPython's cyclic garbage collector looks at young objects every 50,000 container
+    allocations instead of every 700. An import allocates several containers per row (CSV cells, rows, tag lists)
+    that live for a chunk and form no cycles; at the default threshold the collector keeps re-scanning them and
+    cost ~30% of validation (measured with bench/import_contacts.py). Nothing is left uncollected: the same
+    collections happen, less often. Process-wide, so counted: the last import to finish restores the threshold."""
+    global _imports_running, _saved_threshold
+    with _gc_lock:
+        if _imports_running == 0:
+            _saved_threshold = gc.get_threshold()
+            young, *older = _saved_threshold
+            gc.set_threshold(max(young, _YOUNG_COLLECTION_THRESHOLD), *older)
+        _imports_running += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _imports_running -= 1
+            if _imports_running == 0 and _saved_threshold is not None:
+                gc.set_threshold(*_saved_threshold)
+
+
+_YOUNG_COLLECTION_THRESHOLD = 50_000
+_gc_lock = threading.Lock()
+_imports_running = 0
+_saved_threshold: tuple[int, ...] | None = None
 
 
 def _validation_pool(workers: int) -> ProcessPoolExecutor | None:
@@ -349,7 +425,6 @@ async def import_csv(
     *,
     default_region: str | None,
     chunk_rows: int,
-    channels_of_address: Mapping[str, tuple[str, ...]],
     after_chunk: Callable[[], Awaitable[None]] | None = None,
     on_progress: Callable[[int], None] | None = None,
     workers: int | None = None,
@@ -369,31 +444,68 @@ async def import_csv(
     text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
     created = updated = 0
     rejected: list[dict[str, Any]] = []
+
+    # Until a chunk meets an existing contact, chunks are written without looking their addresses up first: if
+    # none exists, a plan made without the lookup is the plan the lookup would give, and the unique indexes check
+    # that while the rows go in (a new list's import, the common case, never looks up). Once one does, the rest of
+    # the file is looked up first, so a file of known contacts wastes at most one chunk's attempt.
+    optimistic = True
+
+    async def write_chunk(rows: list[RowTuple], rejections: list[Rejection], position: int) -> None:
+        nonlocal created, updated, optimistic
+        plan: ChunkPlan | None = None
+        if optimistic:
+            plan = plan_chunk(rows, [])
+            if not await repo.insert_if_all_new(plan.inserts, now=utcnow(), source=IMPORT_SOURCE):
+                plan, optimistic = None, False
+        if plan is None:
+            existing = await repo.find_owners(sorted({r[EMAIL] for r in rows if r[EMAIL]}),
+                                              sorted({r[PHONE] for r in rows if r[PHONE]}))
+            plan = plan_chunk(rows, existing)
+            try:
+                await repo.write(plan.inserts, plan.updates, now=utcnow(), source=IMPORT_SOURCE)
+            except IntegrityError as exc:
+                raise Conflict("contacts changed while the import ran (another writer took one of its emails or "
+                               "phones); nothing of this chunk was written, run the import again") from exc
+        created += plan.created
+        updated += plan.updated
+        rejected.extend({"line": r.line, "reason": r.reason}
+                        for r in sorted(rejections + plan.rejections, key=lambda r: r.line))
+        if after_chunk is not None:
+            await after_chunk()
+        if on_progress is not None:
+            on_progress(position)
+
+    # On PostgreSQL the server does most of a chunk's writing: chunk N is written by a task while this coroutine
+    # reads and validates chunk N+1 (the two processes share the CPUs). Chunk N+1 is looked up only once chunk N
+    # is written, so it sees N's contacts. SQLite writes in this process: there is nothing to overlap with.
+    overlap = await repo.written_by_another_process()
+    writing: asyncio.Task[None] | None = None
     pool: ProcessPoolExecutor | None = None
     try:
         reader = csv.reader(text)
         columns = await asyncio.to_thread(read_header, reader)
         pool = _validation_pool(workers)
-        chunks = _validated_chunks(read_records(reader, chunk_rows), columns, default_region, pool)
+        chunks = (_validated_in_slices(reader, binary, columns, default_region, chunk_rows) if pool is None else
+                  _validated_in_worker(_record_chunks(reader, binary, chunk_rows), columns, default_region, pool))
         try:
-            async for rows, rejections in chunks:
-                existing = await repo.find_owners(sorted({r[EMAIL] for r in rows if r[EMAIL]}),
-                                                  sorted({r[PHONE] for r in rows if r[PHONE]}))
-                plan = plan_chunk(rows, existing, channels_of_address)
-                try:
-                    await repo.write(plan.inserts, plan.updates, now=utcnow(), source=IMPORT_SOURCE)
-                except IntegrityError as exc:
-                    raise Conflict("contacts changed while the import ran (another writer took one of its emails "
-                                   "or phones); nothing of this chunk was written, run the import again") from exc
-                created += plan.created
-                updated += plan.updated
-                rejected.extend({"line": r.line, "reason": r.reason}
-                                for r in sorted(rejections + plan.rejections, key=lambda r: r.line))
-                if after_chunk is not None:
-                    await after_chunk()
-                if on_progress is not None:
-                    on_progress(binary.tell())
+            with _rarer_young_collections():
+                async for chunk in chunks:
+                    if writing is not None:
+                        await writing
+                        writing = None
+                    if overlap:
+                        writing = asyncio.create_task(write_chunk(*chunk))
+                    else:
+                        await write_chunk(*chunk)
+                if writing is not None:
+                    await writing
         finally:
+            if writing is not None and not writing.done():
+                writing.cancel()  # this import failed: no chunk is written after that
+                await asyncio.wait([writing])
+            if writing is not None and not writing.cancelled():
+                writing.exception()  # raised above, or superseded by the error that ends the import
             await chunks.aclose()
     finally:
         if pool is not None:

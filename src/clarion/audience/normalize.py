@@ -26,6 +26,8 @@ def normalize_phone(raw: str, default_region: str | None) -> str:
     text = raw.strip()
     if not text.startswith("+") and not text.startswith("00") and default_region is None:
         digits = re.sub(r"\D", "", text)
+        if _is_valid_e164("+" + digits):
+            return "+" + digits
         # Seed 002 writes numbers as bare international digits ("14694652751"): accept those when they parse.
         try:
             parsed = phonenumbers.parse("+" + digits, None)
@@ -34,6 +36,8 @@ def normalize_phone(raw: str, default_region: str | None) -> str:
         if not phonenumbers.is_valid_number(parsed):
             raise ValueError(f"phone {raw!r} has no country code and the tenant has no default region")
     else:
+        if _is_valid_e164(text):
+            return text
         try:
             parsed = phonenumbers.parse(text, default_region)
         except phonenumbers.NumberParseException as exc:
@@ -41,6 +45,51 @@ def normalize_phone(raw: str, default_region: str | None) -> str:
         if not phonenumbers.is_valid_number(parsed):
             raise ValueError(f"invalid phone {raw!r}: not a valid number")
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+# "+", a country code and a national number, ASCII digits only, no more digits than parse accepts (3 + 17).
+_E164_SHAPE = re.compile(r"\+[1-9][0-9]{2,19}\Z")
+_COUNTRY_CODE_LENGTHS = (1, 2, 3)
+
+
+@lru_cache(maxsize=512)
+def _national_prefix(country_code: int) -> re.Pattern[str] | None:
+    """The pattern parse() tries to strip from the start of a national number of this country code, if any."""
+    region = phonenumbers.region_code_for_country_code(country_code)
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(country_code, region)
+    if metadata is None:
+        raise LookupError(country_code)
+    prefix = metadata.national_prefix_for_parsing
+    return re.compile(prefix) if prefix else None
+
+
+def _is_valid_e164(text: str) -> bool:
+    """True only when normalize_phone's parsing path would accept `text` and return it unchanged: a valid number
+    already in E.164 form (what imports mostly hold). Decided without phonenumbers.parse, which costs more than
+    the validation itself, by building the number parse would build: a "+" number's country code is the leading
+    1–3 digits that name one (no code is a prefix of another), the rest is the national number as long as it has
+    no leading zero (parse would keep that apart) and does not start with the country's national prefix (parse
+    might strip it). Any other case returns False and takes the full path, so the result never differs.
+    """
+    if _E164_SHAPE.match(text) is None:
+        return False
+    for length in _COUNTRY_CODE_LENGTHS:
+        country_code = int(text[1:1 + length])
+        if country_code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            break
+    else:
+        return False
+    national = text[1 + length:]
+    if not 2 <= len(national) <= 17 or national[0] == "0":
+        return False
+    try:
+        prefix = _national_prefix(country_code)
+    except LookupError:
+        return False
+    if prefix is not None and prefix.match(national):
+        return False
+    number = phonenumbers.PhoneNumber(country_code=country_code, national_number=int(national))
+    return bool(phonenumbers.is_valid_number(number))
 
 
 @lru_cache(maxsize=1)

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from clarion.audience.consent import consents
+
 Channel = Literal["email", "sms", "whatsapp", "telegram", "push"]
 SubscriptionStatus = Literal["subscribed", "unsubscribed", "bounced", "complained"]
 
@@ -54,6 +56,8 @@ class ContactRead(BaseModel):
     last_name: str | None
     locale: str | None
     timezone: str | None
+    telegram_chat_id: str | None = Field(default=None, description="The Telegram chat linked through the "
+                                         "contact's /start deep link")
     attributes: dict[str, Any]
     tags: list[str]
     subscriptions: dict[str, SubscriptionRead]
@@ -65,8 +69,8 @@ class ContactRead(BaseModel):
         return cls(
             id=contact.id, email=contact.email, phone=contact.phone, first_name=contact.first_name,
             last_name=contact.last_name, locale=contact.locale, timezone=contact.timezone,
-            attributes=contact.attributes or {}, tags=contact.tags or [],
-            subscriptions={s.channel: SubscriptionRead.model_validate(s) for s in contact.subscriptions},
+            telegram_chat_id=contact.telegram_chat_id, attributes=contact.attributes or {}, tags=contact.tags or [],
+            subscriptions={channel: SubscriptionRead.model_validate(c) for channel, c in consents(contact).items()},
             created_at=contact.created_at, updated_at=contact.updated_at,
         )
 

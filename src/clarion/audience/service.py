@@ -10,19 +10,24 @@ from sqlalchemy import and_, not_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clarion.audience import importer, normalize
+from clarion.audience import consent, importer, normalize
 from clarion.audience import suppression_service as suppressions
+from clarion.audience.consent import CHANNELS_OF_ADDRESS
+from clarion.audience.push_repository import has_push_subscription  # noqa: F401 - re-exported, see below
+from clarion.audience.push_service import push_targets, record_push_outcomes  # noqa: F401 - re-exported
 from clarion.audience.repository import ContactRepo, subscription_is
 from clarion.audience.schemas import ContactCreate, ContactUpdate, ImportResult
 from clarion.audience.suppression_repository import CONTACT_ADDRESS, address_suppressed
+from clarion.audience.telegram_chats import link_telegram_chat, telegram_deep_link  # noqa: F401 - re-exported
 from clarion.errors import Conflict, Invalid, field_error
 from clarion.kit.clock import utcnow
 from clarion.kit.pagination import PageRows
 from clarion.models import Contact, ContactSubscription
 from clarion.tenancy import service as tenancy
 
-# Which channels an address makes reachable, and so which subscriptions a new contact starts with.
-CHANNELS_OF_ADDRESS = {"email": ("email",), "phone": ("sms", "whatsapp")}
+# Other domains reach contacts' Telegram chats (link_telegram_chat, telegram_deep_link) and push subscriptions
+# (has_push_subscription, push_targets, record_push_outcomes) through this module; they live in their own.
+
 # A channel moving to one of these puts the contact's address for it on the suppression list (reason = status).
 # `unsubscribed` does not: the contact may subscribe again.
 SUPPRESSING_STATUSES = frozenset({"bounced", "complained"})
@@ -55,13 +60,16 @@ def _normalized_fields(data: dict[str, Any], default_region: str | None) -> dict
 
 
 def _set_subscription(contact: Contact, channel: str, status: str, source: str) -> bool:
-    """Set one channel's status; True when it changed (or the channel is new)."""
+    """Set one channel's status; True when it changed (or the channel is new). A channel's first change writes its
+    row; a default channel set to "subscribed" is no change (see audience.consent)."""
     for sub in contact.subscriptions:
         if sub.channel == channel:
             if sub.status == status:
                 return False
             sub.status, sub.changed_at, sub.source = status, utcnow(), source
             return True
+    if status == "subscribed" and consent.is_default_channel(contact, channel):
+        return False
     contact.subscriptions.append(ContactSubscription(
         tenant_id=contact.tenant_id, channel=channel, status=status, changed_at=utcnow(), source=source))
     return True
@@ -100,11 +108,9 @@ async def create_contact(session: AsyncSession, tenant_id: uuid.UUID, data: Cont
                       errors=[field_error(["body", "email"], "email or phone is required", "missing")])
     repo = ContactRepo(session, tenant_id)
     contact = repo.add(Contact(**fields))
+    contact.default_subscribed_channels = consent.default_bits(a for a in CHANNELS_OF_ADDRESS if fields.get(a))
+    contact.created_via = source
     contact.subscriptions = []
-    for address, channels in CHANNELS_OF_ADDRESS.items():
-        if fields.get(address):
-            for channel in channels:
-                _set_subscription(contact, channel, "subscribed", source)
     for channel, status in data.subscriptions.items():
         _set_subscription(contact, channel, status, source)
     await _flush_unique(session, contact)
@@ -166,6 +172,17 @@ async def set_subscription(session: AsyncSession, tenant_id: uuid.UUID, contact_
     return contact
 
 
+async def unsubscribe_contacts(session: AsyncSession, tenant_id: uuid.UUID, contact_ids: list[uuid.UUID],
+                               channel: str, source: str) -> list[uuid.UUID]:
+    """set_subscription(…, "unsubscribed", source) for many contacts at once, in set-based SQL (a provider
+    refusing a batch's opted-out numbers). Contacts of other tenants are left alone; returns those that changed.
+    Contacts already loaded in this session are not refreshed."""
+    if not contact_ids:
+        return []
+    return await ContactRepo(session, tenant_id).unsubscribe(list(dict.fromkeys(contact_ids)), channel,
+                                                             source=source, at=utcnow())
+
+
 # --- for other domains (campaign recipients) -------------------------------------------------------------
 
 def subscribed_on(channel: str) -> Any:
@@ -173,6 +190,12 @@ def subscribed_on(channel: str) -> Any:
     phone for sms/whatsapp) not on the tenant's suppression list. The one consent rule of every send path:
     campaigns put it in their set-based inserts and claims."""
     return and_(subscription_is(channel, "subscribed"), not_(address_suppressed(channel)))
+
+
+async def subscription_status(session: AsyncSession, tenant_id: uuid.UUID, contact_id: uuid.UUID,
+                              channel: str) -> str | None:
+    """The contact's consent status on `channel` (its row or its default), None when it has none there."""
+    return consent.status_on(await ContactRepo(session, tenant_id).get(contact_id), channel)
 
 
 def suppressed_on(channel: str) -> Any:
@@ -192,6 +215,16 @@ async def contact_ids_by_phone(session: AsyncSession, tenant_id: uuid.UUID, phon
     from clarion.models import Contact as _C
 
     return await ContactRepo(session, tenant_id).ids_by(_C.phone, phones)
+
+
+async def contact_ids_by_address(session: AsyncSession, tenant_id: uuid.UUID, channel: str,
+                                 addresses: list[str]) -> dict[str, uuid.UUID]:
+    """Address as contacts store it on `channel` (email, E.164 phone, Telegram chat id) → contact id, for the
+    tenant's contacts that have it; a channel without an address column (push) finds none. One query per 1,000."""
+    column = CONTACT_ADDRESS.get(channel)
+    if column is None:
+        return {}
+    return await ContactRepo(session, tenant_id).ids_by(column, addresses)
 
 
 async def contacts_payload(session: AsyncSession, tenant_id: uuid.UUID,
@@ -214,7 +247,7 @@ async def import_contacts(session: AsyncSession, tenant_id: uuid.UUID, binary: B
     """Upsert contacts from a CSV stream (see audience.importer for the file's rules); flushes, never commits."""
     tenant = await tenancy.get_tenant(session, tenant_id)
     return await importer.import_csv(session, tenant_id, binary, default_region=tenant.default_region,
-                                     chunk_rows=chunk_rows, channels_of_address=CHANNELS_OF_ADDRESS,
+                                     chunk_rows=chunk_rows,
                                      after_chunk=after_chunk, on_progress=on_progress)
 
 

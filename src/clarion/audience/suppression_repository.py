@@ -16,7 +16,8 @@ from clarion.kit.sqljson import like_escape
 from clarion.models import Contact, Suppression
 
 # The contact column that holds a channel's address; channels not listed have no address on the contact.
-CONTACT_ADDRESS = {"email": Contact.email, "sms": Contact.phone, "whatsapp": Contact.phone}
+CONTACT_ADDRESS = {"email": Contact.email, "sms": Contact.phone, "whatsapp": Contact.phone,
+                   "telegram": Contact.telegram_chat_id}
 
 _CHUNK = 1000  # rows per statement: stays under SQLite's bound-parameter limit
 

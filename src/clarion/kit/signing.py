@@ -1,4 +1,4 @@
-"""Signed, URL-safe tokens for public links (open pixels, clicks, unsubscribes).
+"""Signed, URL-safe tokens for public links (open pixels, clicks, unsubscribes, Telegram start links).
 
 A token is `item.item….mac`: each payload item tagged and encoded (`n`/`m` base36 int, `u` base64url UUID,
 `s` base64url UTF-8 string), then a 128-bit truncated HMAC-SHA256. The MAC key is derived from the install
@@ -108,6 +108,39 @@ class Signer:
             # A valid MAC over an undecodable body cannot come from sign(); treat it like any forgery.
             return None
 
+    # --- compact tokens --------------------------------------------------------------------------------------
+    # Some carriers allow no '.' and few characters: a Telegram /start payload is at most 64 of [A-Za-z0-9_-].
+    # A compact token is base64url(uuid bytes + 96-bit MAC), 38 characters; the MAC also covers `bound_to`
+    # (a tenant id), which is not in the token, so the verifier must know it and a token of one tenant never
+    # verifies for another.
+
+    def _compact_mac(self, purpose: str, value: uuid.UUID, bound_to: uuid.UUID | None) -> bytes:
+        message = b"%s\x00%s%s" % (purpose.encode(), value.bytes, bound_to.bytes if bound_to else b"")
+        return hmac.new(self._key(purpose), message, hashlib.sha256).digest()[:_COMPACT_MAC_BYTES]
+
+    def sign_compact(self, purpose: str, value: uuid.UUID, *, bound_to: uuid.UUID | None = None) -> str:
+        return _b64(value.bytes + self._compact_mac(purpose, value, bound_to))
+
+    def verify_compact(self, purpose: str, token: str, *, bound_to: uuid.UUID | None = None) -> uuid.UUID | None:
+        """The UUID a compact token of `purpose` (bound to `bound_to`) carries, else None."""
+        if not token or len(token) != COMPACT_TOKEN_LENGTH:
+            return None
+        try:
+            raw = _unb64(token)
+        except ValueError:
+            return None
+        # The last character carries spare bits: only the canonical spelling is the token (one token, one string).
+        if len(raw) != 16 + _COMPACT_MAC_BYTES or _b64(raw) != token:
+            return None
+        value = uuid.UUID(bytes=raw[:16])
+        if not hmac.compare_digest(raw[16:], self._compact_mac(purpose, value, bound_to)):
+            return None
+        return value
+
+
+_COMPACT_MAC_BYTES = 12
+COMPACT_TOKEN_LENGTH = 38  # base64url of 28 bytes, unpadded
+
 
 @lru_cache(maxsize=8)
 def signer_for(secret: str) -> Signer:
@@ -115,14 +148,15 @@ def signer_for(secret: str) -> Signer:
     return Signer(secret)
 
 
-def _default_secret() -> str:
+def default_secret() -> str:
+    """The install secret from the settings (CLARION_SECRET_KEY, else the data dir's)."""
     return get_settings().resolved_secret_key()
 
 
 def sign(purpose: str, payload: tuple[Item, ...], *, secret: str | None = None) -> str:
     """Sign with the install secret (or `secret`, e.g. `request.app.state.secret_key`)."""
-    return signer_for(secret or _default_secret()).sign(purpose, payload)
+    return signer_for(secret or default_secret()).sign(purpose, payload)
 
 
 def verify(purpose: str, token: str, *, secret: str | None = None) -> tuple[Item, ...] | None:
-    return signer_for(secret or _default_secret()).verify(purpose, token)
+    return signer_for(secret or default_secret()).verify(purpose, token)

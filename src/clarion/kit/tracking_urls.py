@@ -14,6 +14,7 @@ from __future__ import annotations
 import html as html_lib
 import re
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 
 from clarion.kit.signing import signer_for
 
@@ -79,8 +80,11 @@ def _attributes(raw: str) -> list[tuple[str, str | None, re.Match[str]]]:
     return found
 
 
-def _trackable_href(attrs: list[tuple[str, str | None, re.Match[str]]]) -> tuple[str, re.Match[str]] | None:
-    """The link's URL and its href attribute match when the link should be tracked."""
+@lru_cache(maxsize=4096)
+def _trackable_href(inside: str) -> tuple[str, int, int] | None:
+    """For the inside of an `<a …>` start tag: the link's URL and where its href attribute sits in `inside`, when
+    the link should be tracked. Cached: a campaign's messages carry the same anchors over and over."""
+    attrs = _attributes(inside)
     if any(name == NOTRACK_ATTRIBUTE for name, _, _ in attrs):
         return None
     href = next(((value, match) for name, value, match in attrs if name == "href"), None)
@@ -89,7 +93,8 @@ def _trackable_href(attrs: list[tuple[str, str | None, re.Match[str]]]) -> tuple
     url = href[0].strip()
     if not _HTTP_URL.match(url) or _TRACKING_PATH.match(url) or "{{" in url or "{%" in url:
         return None
-    return url, href[1]
+    start, end = href[1].span()
+    return url, start, end
 
 
 def extract_links(html: str, *, skip: Iterable[str] = ()) -> list[str]:
@@ -104,7 +109,7 @@ def extract_links(html: str, *, skip: Iterable[str] = ()) -> list[str]:
     for match in _COMMENT_OR_ANCHOR.finditer(html):
         if match.group(1) is None:
             continue
-        found = _trackable_href(_attributes(match.group(1)))
+        found = _trackable_href(match.group(1))
         if found is not None and found[0] not in skipped:
             urls.setdefault(found[0], None)
     return list(urls)
@@ -118,12 +123,11 @@ def rewrite_links(html: str, link_ids: Mapping[str, int], *, base_url: str, secr
         inside = match.group(1)
         if inside is None:
             return match.group(0)
-        found = _trackable_href(_attributes(inside))
+        found = _trackable_href(inside)
         if found is None or found[0] not in link_ids:
             return match.group(0)
-        url, href = found
+        url, start, end = found
         tracked = click_url(base_url, secret, recipient_id, link_ids[url])
-        start, end = href.span()
         new_inside = f'{inside[:start]}href="{html_lib.escape(tracked, quote=True)}"{inside[end:]}'
         return f"<a{new_inside}>"
 

@@ -1,16 +1,24 @@
 """All ORM models; importing this package registers every table on Base.metadata."""
 
-from clarion.models.audience import Contact, ContactSubscription, Segment, SegmentMember, Suppression
+from clarion.models.audience import (
+    Contact,
+    ContactSubscription,
+    PushSubscription,
+    Segment,
+    SegmentMember,
+    Suppression,
+)
 from clarion.models.base import Base
-from clarion.models.campaign import Campaign, CampaignRecipient, CampaignSendSchedule
+from clarion.models.campaign import AccountReach, Campaign, CampaignRecipient, CampaignSendSchedule
 from clarion.models.campaign_events import CampaignEvent, CampaignLink
 from clarion.models.content import Template
 from clarion.models.delivery import ChannelConfig, OutboxMessage, RateBucket
 from clarion.models.jobs import Job, WorkerTick
 from clarion.models.tenancy import ApiKey, DomainEvent, Tenant
-from clarion.models.tracking import BounceRecord, Conversion, TrackingClient
+from clarion.models.tracking import BounceRecord, Conversion, TrackingClient, WebhookCall
 
 __all__ = [
+           "AccountReach",
            "ApiKey",
            "Base",
            "BounceRecord",
@@ -26,6 +34,7 @@ __all__ = [
            "DomainEvent",
            "Job",
            "OutboxMessage",
+           "PushSubscription",
            "RateBucket",
            "Segment",
            "SegmentMember",
@@ -33,5 +42,6 @@ __all__ = [
            "Template",
            "Tenant",
            "TrackingClient",
+           "WebhookCall",
            "WorkerTick",
 ]

@@ -4,13 +4,15 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from clarion.kit.clock import utcnow
 from clarion.models.base import Base, TenantOwned, Timestamps, UUIDPrimaryKey
 
 CHANNELS = ("email", "sms", "whatsapp", "telegram", "push")
+# A channel's bit in contacts.default_subscribed_channels. Stored: new channels take new bits, never reorder.
+CHANNEL_BITS = {channel: 1 << position for position, channel in enumerate(CHANNELS)}
 SUBSCRIPTION_STATUSES = ("subscribed", "unsubscribed", "bounced", "complained")
 SUPPRESSION_REASONS = ("bounced", "complained", "unsubscribed", "manual")
 
@@ -21,8 +23,15 @@ class Contact(UUIDPrimaryKey, TenantOwned, Timestamps, Base):
         # NULLs never collide in a UNIQUE index on either database, so contacts without email/phone coexist.
         UniqueConstraint("tenant_id", "email"),
         UniqueConstraint("tenant_id", "phone"),
+        # A Telegram chat belongs to one contact of a tenant; a unique index, not a constraint, so the migration
+        # adds it without rebuilding the table on SQLite.
+        Index(None, "tenant_id", "telegram_chat_id", unique=True),
     )
 
+    # Without the index TenantOwned gives: UNIQUE(tenant_id, email) begins with tenant_id and holds every contact
+    # (NULL emails too, on both databases), so it serves per-tenant scans and the tenant foreign key; one b-tree
+    # less to update per contact written (an import writes a million).
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     email: Mapped[str | None] = mapped_column(String(320))
     phone: Mapped[str | None] = mapped_column(String(20))
     first_name: Mapped[str | None] = mapped_column(String(200))
@@ -31,6 +40,14 @@ class Contact(UUIDPrimaryKey, TenantOwned, Timestamps, Base):
     timezone: Mapped[str | None] = mapped_column(String(64))
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
     tags: Mapped[list[str]] = mapped_column(default=list)
+    # The private chat with the tenant's Telegram bot, set when the person opened the contact's /start deep link.
+    telegram_chat_id: Mapped[str | None] = mapped_column(String(32))
+    # Default consent is stored implicitly, so creating a contact (an import: a million of them) writes no
+    # subscription rows. On each channel whose CHANNEL_BITS bit is set here (those of the addresses it was created
+    # with) the contact is subscribed, since its creation and by `created_via`, until a contact_subscriptions row
+    # for that channel exists; from then on the row alone decides (see audience.consent).
+    default_subscribed_channels: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    created_via: Mapped[str] = mapped_column(String(64), default="api", server_default="api")
 
     subscriptions: Mapped[list[ContactSubscription]] = relationship(
         lazy="selectin", cascade="all, delete-orphan", passive_deletes=True
@@ -38,7 +55,8 @@ class Contact(UUIDPrimaryKey, TenantOwned, Timestamps, Base):
 
 
 class ContactSubscription(TenantOwned, Base):
-    """Consent per contact and channel; no row means the contact never had that channel."""
+    """Consent per contact and channel, where it differs from (or replaced) the contact's default: no row means
+    subscribed on the contact's default channels (Contact.default_subscribed_channels), no consent elsewhere."""
 
     __tablename__ = "contact_subscriptions"
     __table_args__ = (Index(None, "tenant_id", "channel", "status"),)
@@ -81,3 +99,20 @@ class Suppression(UUIDPrimaryKey, TenantOwned, Base):
     reason: Mapped[str] = mapped_column(String(16))  # one of SUPPRESSION_REASONS
     note: Mapped[str | None] = mapped_column(String(1000))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PushSubscription(UUIDPrimaryKey, TenantOwned, Base):
+    """A browser's Web Push subscription (PushSubscription.toJSON()) for a contact; a contact may have several
+    (one per browser and device)."""
+
+    __tablename__ = "push_subscriptions"
+    __table_args__ = (UniqueConstraint("tenant_id", "endpoint"), Index(None, "contact_id"))
+
+    contact_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    endpoint: Mapped[str] = mapped_column(String(2048))
+    p256dh: Mapped[str] = mapped_column(String(100))  # the browser's P-256 public key, base64url
+    auth: Mapped[str] = mapped_column(String(32))  # the 16-byte auth secret, base64url
+    user_agent: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    last_success_at: Mapped[datetime | None]

@@ -101,6 +101,9 @@ class CampaignRecipient(TenantOwned, Timestamps, Base):
         Index(None, "status", "lease_expires_at"),
         Index(None, "contact_id"),
         Index(None, "provider_message_id"),
+        # Provider webhooks find a tenant's recipients by the message ids a call reports (migration 0002): with
+        # only the single-column indexes SQLite's planner scans the whole tenant through ix_..._tenant_id.
+        Index("ix_campaign_recipients_tenant_id_provider_message_id", "tenant_id", "provider_message_id"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
@@ -127,6 +130,22 @@ class CampaignRecipient(TenantOwned, Timestamps, Base):
     retry_count: Mapped[int] = mapped_column(Integer, default=0)
     failure_reason: Mapped[str | None] = mapped_column(Text)
     provider_message_id: Mapped[str | None] = mapped_column(String(255))
+    # The channel account the message was claimed for and sent through (no foreign key, as on campaigns).
+    channel_config_id: Mapped[uuid.UUID | None] = mapped_column(Uuid())
+
+
+class AccountReach(TenantOwned, Base):
+    """Who a channel account with a messaging-limit tier (WhatsApp) has messaged, and when last: one row per
+    account and contact, moved forward by every claim through the account. The tier's rolling 24-hour count
+    of distinct people is then a range of one index, not a DISTINCT over every recipient in the window."""
+
+    __tablename__ = "account_reach"
+    __table_args__ = (Index(None, "channel_config_id", "last_messaged_at"),)
+
+    # No foreign key, as on campaigns: campaign is below delivery, which owns channel_configs.
+    channel_config_id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True)
+    contact_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True)
+    last_messaged_at: Mapped[datetime]
 
 
 class CampaignSendSchedule(TenantOwned, Timestamps, Base):

@@ -50,6 +50,8 @@ class ChannelConfig(UUIDPrimaryKey, TenantOwned, Timestamps, Base):
         CheckConstraint(f"channel IN {CHANNELS!r}", name="channel"),
         CheckConstraint("rate_limit_per_second IS NULL OR rate_limit_per_second > 0", name="rate_positive"),
         CheckConstraint("cost_per_message >= 0", name="cost_not_negative"),
+        # /webhooks/<name> finds the accounts a call names by these two (clarion.tracking.webhooks_service).
+        Index("ix_channel_configs_provider_webhook_account", "provider", "webhook_account"),
     )
 
     channel: Mapped[str] = mapped_column(String(16))
@@ -65,6 +67,10 @@ class ChannelConfig(UUIDPrimaryKey, TenantOwned, Timestamps, Base):
     rate_limit_per_second: Mapped[float | None] = mapped_column(Double)
     cost_per_message: Mapped[int] = mapped_column(BigInteger, default=0)  # minor units of `currency`
     currency: Mapped[str] = mapped_column(String(3), default="USD")
+    # What the provider's webhook calls name this account by, in the clear (a Twilio AccountSid, a WhatsApp
+    # phone_number_id): set from the config on every save, so a call finds its candidate accounts without
+    # decrypting every config. NULL for providers that receive no webhooks.
+    webhook_account: Mapped[str | None] = mapped_column(String(200))
 
 
 class RateBucket(Base):

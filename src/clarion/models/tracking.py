@@ -1,4 +1,5 @@
-"""Tracking's own records: clients seen per contact, the conversion ledger, bounces received."""
+"""Tracking's own records: clients seen per contact, the conversion ledger, bounces received, provider webhook
+calls."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from clarion.kit.clock import utcnow
@@ -67,3 +68,34 @@ class BounceRecord(TenantOwned, Base):
     diagnostic: Mapped[str | None] = mapped_column(Text)
     original_message_id: Mapped[str | None] = mapped_column(String(255))
     occurred_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookCall(TenantOwned, Base):
+    """One authentic provider webhook call, as received, for one channel account: the audit trail of what a provider
+    said (kept CLARION_WEBHOOK_RETENTION_DAYS), and the key that makes an exact replay change nothing.
+
+    A call that carries several accounts' entries (WhatsApp batches by business account) is one row per account.
+    Signature and credential header values are not kept.
+    """
+
+    __tablename__ = "webhook_calls"
+    __table_args__ = (
+        # Same account, same bytes: a replay (providers retry on timeouts; an attacker may resend a signed call).
+        UniqueConstraint("channel_config_id", "body_sha256", name="uq_webhook_calls_account_body"),
+        Index("ix_webhook_calls_tenant_id_id", "tenant_id", "id"),
+        Index("ix_webhook_calls_tenant_id_provider_id", "tenant_id", "provider", "id"),
+        Index("ix_webhook_calls_received_at", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    # The row outlives its account (the audit trail of a deleted channel stays until retention removes it).
+    channel_config_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid(), ForeignKey("channel_configs.id", ondelete="SET NULL"))
+    provider: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str | None] = mapped_column(String(32))  # the /webhooks/<name>/<kind> segment: status, inbound …
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    headers: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    body: Mapped[str] = mapped_column(Text)
+    body_sha256: Mapped[str] = mapped_column(String(64))
+    # What the call did: statuses applied, unknown message ids, keywords, consent changes, or the parse error.
+    outcome: Mapped[dict[str, Any] | None]

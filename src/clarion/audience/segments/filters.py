@@ -36,9 +36,10 @@ Fields and their ops:
   round differently).
 * `tags`: `has` (a string: the contact carries that tag, case-sensitive), `has_any` / `has_all` (a non-empty
   list of strings), `exists` (true → at least one tag).
-* `subscription.<channel>` (channel: email, sms, whatsapp, telegram, push) on the contact's consent row for
-  that channel; no row = missing: `eq`, `ne` (a status: subscribed, unsubscribed, bounced, complained),
-  `in`, `not_in` (list of statuses), `exists` (true → a row exists).
+* `subscription.<channel>` (channel: email, sms, whatsapp, telegram, push) on the contact's consent for that
+  channel (its row, else "subscribed" on a channel it is subscribed to by default, see audience.consent); none =
+  missing: `eq`, `ne` (a status: subscribed, unsubscribed, bounced, complained), `in`, `not_in` (list of
+  statuses), `exists` (true → the contact has a consent status on the channel).
 
 `exists` may omit `value` (meaning true). Values are always bound parameters; field names select from a
 fixed table and attribute keys travel as bound JSON paths, so no input text ever becomes SQL. A tree is at
@@ -53,10 +54,11 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, cast, exists, false, func, not_, or_, true
+from sqlalchemy import ColumnElement, and_, cast, false, func, not_, or_, true
 from sqlalchemy import String as SAString
 from sqlalchemy.types import Numeric
 
+from clarion.audience.repository import consent_matches, has_consent
 from clarion.errors import Invalid, field_error
 from clarion.kit.sqljson import (
     ascii_lower,
@@ -362,13 +364,13 @@ def _attribute_leaf(key: str, op: str, value: Any) -> ColumnElement[bool]:
 
 
 def _subscription_leaf(channel: str, op: str, value: Any) -> ColumnElement[bool]:
-    row = exists().where(ContactSubscription.contact_id == Contact.id, ContactSubscription.channel == channel)
     if op == "exists":
-        return row if value else ~row
+        present = has_consent(channel)
+        return present if value else not_(present)
     status = ContactSubscription.status
     condition = {"eq": lambda: status == value, "ne": lambda: status != value,
                  "in": lambda: status.in_(value), "not_in": lambda: status.not_in(value)}[op]()
-    return row.where(condition)
+    return consent_matches(channel, condition, subscribed_matches=_py_compare("subscribed", op, value))
 
 
 def _tags_leaf(op: str, value: Any) -> ColumnElement[bool]:

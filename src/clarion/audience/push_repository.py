@@ -1,0 +1,65 @@
+"""Every query of contacts' Web Push subscriptions."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, exists, select, update
+
+from clarion.kit.pagination import PageRows, keyset_page
+from clarion.kit.repository import TenantRepository
+from clarion.models import Contact, PushSubscription
+
+_CHUNK = 1000  # values per statement: stays under SQLite's bound-parameter limit
+
+
+def has_push_subscription() -> Any:
+    """Condition on Contact: it has at least one browser subscription (an index probe on contact_id)."""
+    return exists().where(PushSubscription.contact_id == Contact.id)
+
+
+class PushSubscriptionRepo(TenantRepository[PushSubscription]):
+    model = PushSubscription
+    label = "push subscription"
+
+    async def find_by_endpoint(self, endpoint: str) -> PushSubscription | None:
+        result = await self.session.execute(self.scoped().where(PushSubscription.endpoint == endpoint))
+        return result.scalar_one_or_none()
+
+    async def page(self, *, contact_id: uuid.UUID | None, limit: int, cursor: str | None) -> PageRows[PushSubscription]:
+        stmt = self.scoped()
+        if contact_id is not None:
+            stmt = stmt.where(PushSubscription.contact_id == contact_id)
+        return await keyset_page(self.session, stmt, PushSubscription.id, limit=limit, cursor=cursor,
+                                 key_type=uuid.UUID)
+
+    async def targets(self, contact_ids: list[uuid.UUID]) -> list[tuple[uuid.UUID, str, str, str]]:
+        """(contact_id, endpoint, p256dh, auth) of every subscription of the given contacts."""
+        columns = (PushSubscription.contact_id, PushSubscription.endpoint, PushSubscription.p256dh,
+                   PushSubscription.auth)
+        found: list[tuple[uuid.UUID, str, str, str]] = []
+        for start in range(0, len(contact_ids), _CHUNK):
+            stmt = (self.scoped(select(*columns))
+                    .where(PushSubscription.contact_id.in_(contact_ids[start:start + _CHUNK]))
+                    .order_by(PushSubscription.contact_id, PushSubscription.id))
+            found.extend(tuple(row) for row in (await self.session.execute(stmt)).all())  # type: ignore[misc]
+        return found
+
+    async def remove_endpoints(self, endpoints: list[str]) -> int:
+        removed = 0
+        for start in range(0, len(endpoints), _CHUNK):
+            result = await self.session.execute(
+                delete(PushSubscription).where(PushSubscription.tenant_id == self.tenant_id,
+                                               PushSubscription.endpoint.in_(endpoints[start:start + _CHUNK]))
+                .execution_options(synchronize_session=False))
+            removed += int(result.rowcount or 0)
+        return removed
+
+    async def mark_success(self, endpoints: list[str], at: datetime) -> None:
+        for start in range(0, len(endpoints), _CHUNK):
+            await self.session.execute(
+                update(PushSubscription).where(PushSubscription.tenant_id == self.tenant_id,
+                                               PushSubscription.endpoint.in_(endpoints[start:start + _CHUNK]))
+                .values(last_success_at=at).execution_options(synchronize_session=False))
