@@ -313,6 +313,16 @@ def test_a_long_subject_is_folded_and_a_long_unsubscribe_url_is_never_encoded() 
     assert str(message_from_bytes(raw, policy=policy.default)["Subject"]) == subject
 
 
+def test_a_bare_address_too_long_for_its_header_line_moves_to_a_line_of_its_own() -> None:
+    address = "0000000000000.0.0.0.0.0.0.0.0.0.0@00.aaaaaaaaaa.aaaaaaaaaa.aaaaaaaaaa"  # "Reply-To: " + it: 79
+    raw = email(reply_to=address)
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    assert f"Reply-To:\r\n <{address}>\r\n".encode() in head + b"\r\n"
+    assert all(len(line) <= 78 for line in head.split(b"\r\n") if not line.startswith(b"List-Unsubscribe:"))
+    (mailbox,) = message_from_bytes(raw, policy=policy.default)["Reply-To"].addresses
+    assert (mailbox.display_name, mailbox.addr_spec) == ("", address)
+
+
 def test_the_boundary_never_occurs_in_a_part() -> None:
     import clarion.delivery.email_message as em
 

@@ -141,6 +141,12 @@ async def test_a_worker_killed_mid_batch_loses_nothing_and_records_nothing_twice
                 return (await counts(db, campaign_id))["sent"] == RECIPIENTS
 
             await wait_for(all_recorded, 90, "every recipient to be recorded sent", logs)
+
+            async def live_workers_running() -> bool:
+                # A worker stops cleanly on SIGTERM once it runs; one still importing would just die of it.
+                return all(log.exists() and " started: " in log.read_text() for log in logs[1:])
+
+            await wait_for(live_workers_running, 60, "the live workers to be running", logs)
             for proc in procs[1:]:
                 proc.send_signal(signal.SIGTERM)
             for proc in procs[1:]:

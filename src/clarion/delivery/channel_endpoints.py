@@ -74,5 +74,6 @@ async def check_channel(channel_id: uuid.UUID, request: Request, session: Sessio
                         auth: WriteAuth) -> ChannelCheck:
     """Try the settings against the real service without sending; 422 with the provider's message if they
     do not work."""
+    settings = request.app.state.settings
     return await service.check_channel(session, auth.tenant_id, channel_id, secret=_secret(request),
-                                       data_dir=request.app.state.settings.data_dir)
+                                       data_dir=settings.data_dir, public_base_url=settings.base_url)

@@ -58,6 +58,22 @@ class ChannelConfigRepo(TenantRepository[ChannelConfig]):
         )
 
 
+async def enabled_accounts_for_webhook(session: AsyncSession, providers: list[str],
+                                       accounts: list[str] | None) -> list[ChannelConfig]:
+    """UNSCOPED, on purpose: the enabled channel accounts, of every tenant, that a provider webhook call may be for.
+
+    The one place channel configs are looked up across tenants: a webhook call arrives with no tenant, only the
+    account it names in the clear (`webhook_account`, indexed with the provider). The caller must verify the call's
+    signature against each account before anything of that account's tenant is touched. `accounts` None: every
+    enabled account of these providers (a verification handshake names none)."""
+    if not providers or accounts == []:
+        return []
+    stmt = select(ChannelConfig).where(ChannelConfig.provider.in_(providers), ChannelConfig.enabled.is_(True))
+    if accounts is not None:
+        stmt = stmt.where(ChannelConfig.webhook_account.in_(accounts))
+    return list((await session.execute(stmt.order_by(ChannelConfig.id))).scalars().all())
+
+
 def _db_now_epoch(dialect: str) -> ColumnElement[float]:
     """The database's clock in epoch seconds. Every worker reads the same clock, so machines whose clocks
     disagree still share one timeline. The one place the two dialects differ (with `_DB_CLOCK_RESOLUTION`)."""

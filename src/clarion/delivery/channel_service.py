@@ -8,6 +8,7 @@ The install secret is passed in by the caller (the edge has it on app.state, the
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, SecretStr, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from clarion.delivery import channel_repository
 from clarion.delivery.channel_repository import ChannelConfigRepo
 from clarion.delivery.channel_schemas import ChannelCheck, ChannelCreate, ChannelRead, ChannelUpdate
 from clarion.delivery.channels import registry
@@ -28,6 +30,8 @@ from clarion.kit.ids import new_id
 from clarion.kit.pagination import PageRows
 from clarion.kit.repository import conflict_on_violation
 from clarion.models.delivery import ChannelConfig
+
+logger = logging.getLogger("clarion.delivery.channels")
 
 OUTBOX = "outbox"
 # Providers whose config the server builds (the outbox's folder is the install's data directory): an account
@@ -94,6 +98,11 @@ def _validated(slug: str, config: dict[str, Any]) -> BaseModel | None:
         return registry.validate_config(slug, config)
     except Invalid as exc:
         raise _under_body(exc) from None
+
+
+def _webhook_account(slug: str, model: BaseModel | None) -> str | None:
+    """What the provider's webhook calls name this account by (stored in the clear beside the encrypted config)."""
+    return None if model is None else registry.provider_class(slug).webhook_account(model)
 
 
 def _reveal(value: Any) -> Any:
@@ -163,6 +172,7 @@ async def create_channel(session: AsyncSession, tenant_id: uuid.UUID, data: Chan
     row = ChannelConfig(
         id=new_id(), channel=data.channel, provider=data.provider, name=data.name,
         config={} if model is None else encrypt_config(model, SecretBox(secret)),
+        webhook_account=_webhook_account(data.provider, model),
         enabled=data.enabled, is_default=is_default, from_email=data.from_email, reply_to=data.reply_to,
         rate_limit_per_second=data.rate_limit_per_second, cost_per_message=data.cost_per_message,
         currency=data.currency,
@@ -208,6 +218,7 @@ async def update_channel(session: AsyncSession, tenant_id: uuid.UUID, channel_id
         model = _validated(slug, patch)
         row.provider = slug
         row.config = {} if model is None else encrypt_config(model, box)
+        row.webhook_account = _webhook_account(slug, model)
 
     if data.name is not None and data.name != row.name:
         await _check_name(repo, data.name, except_id=row.id)
@@ -244,8 +255,8 @@ def _outbox(tenant_id: uuid.UUID, data_dir: Path, row: ChannelConfig | None = No
 def _resolved(row: ChannelConfig, config: BaseModel) -> ResolvedChannel:
     rate = row.rate_limit_per_second
     if rate is None:
-        # A provider may declare the limit its service enforces; none declared means no limit.
-        rate = getattr(registry.provider_class(row.provider), "default_rate_per_second", None)
+        # A provider may declare the limit its service enforces (WhatsApp 80/s); none declared means no limit.
+        rate = registry.provider_class(row.provider).default_rate_limit_per_second
     return ResolvedChannel(tenant_id=row.tenant_id, channel=row.channel, provider=row.provider, config=config,
                            channel_config_id=row.id, from_email=row.from_email, reply_to=row.reply_to,
                            rate_limit_per_second=rate, cost_per_message=row.cost_per_message,
@@ -293,6 +304,38 @@ async def resolve_channel(session: AsyncSession, tenant_id: uuid.UUID, channel: 
                    code="channel_not_configured")
 
 
+def webhook_providers(webhook_name: str) -> list[type[ChannelProvider[Any]]]:
+    """The provider classes that receive calls at /webhooks/<webhook_name>; empty for a name nobody uses."""
+    return [cls for cls in map(registry.provider_class, registry.slugs()) if cls.webhook_name == webhook_name]
+
+
+async def webhook_candidates(session: AsyncSession, webhook_name: str, accounts: list[str] | None, *,
+                             secret: str) -> list[ResolvedChannel]:
+    """The enabled accounts, across tenants, that a call to /webhooks/<webhook_name> naming `accounts` may be for
+    (None: all of them), ready to verify the call against. Accounts whose stored config no longer reads back are
+    left out (and logged): they cannot verify anything."""
+    slugs = [cls.slug for cls in webhook_providers(webhook_name)]
+    candidates = []
+    for row in await channel_repository.enabled_accounts_for_webhook(session, slugs, accounts):
+        try:
+            candidates.append(_resolved(row, _stored_model(row, SecretBox(secret))))
+        except (DecryptionError, ValidationError) as exc:
+            logger.warning("webhooks: channel %s (%s) has an unreadable config (%s); it cannot verify calls",
+                           row.id, row.provider, type(exc).__name__)
+    return candidates
+
+
+async def telegram_bot_username(session: AsyncSession, tenant_id: uuid.UUID, *, secret: str,
+                                data_dir: Path) -> str | None:
+    """The username of the bot the tenant's Telegram sends go through (for /start deep links); None when it has
+    no usable Telegram channel or the channel names no bot_username."""
+    try:
+        resolved = await resolve_channel(session, tenant_id, "telegram", secret=secret, data_dir=data_dir)
+    except Conflict:
+        return None
+    return getattr(resolved.config, "bot_username", None)
+
+
 def build_provider(resolved: ResolvedChannel, *, context: ProviderContext | None = None) -> ChannelProvider[Any]:
     """The provider for a resolved account. The outbox needs `context.outbox_index`
     (outbox_service.DatabaseOutboxIndex or SessionOutboxIndex). Close it after use (`async with`)."""
@@ -300,11 +343,12 @@ def build_provider(resolved: ResolvedChannel, *, context: ProviderContext | None
 
 
 async def check_channel(session: AsyncSession, tenant_id: uuid.UUID, channel_id: uuid.UUID, *, secret: str,
-                        data_dir: Path) -> ChannelCheck:
+                        data_dir: Path, public_base_url: str | None = None) -> ChannelCheck:
     """Try the account's settings against the real service (a disabled account too). A failure is the
     provider's ChannelCheckFailed: 422 with its message."""
     row = await ChannelConfigRepo(session, tenant_id).get(channel_id)
     resolved = _resolve_row(row, secret=secret, data_dir=data_dir)
-    async with build_provider(resolved, context=ProviderContext(outbox_index=SessionOutboxIndex(session))) as p:
+    context = ProviderContext(outbox_index=SessionOutboxIndex(session), public_base_url=public_base_url)
+    async with build_provider(resolved, context=context) as p:
         await p.check()
     return ChannelCheck(ok=True, provider=row.provider)

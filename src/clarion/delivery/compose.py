@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import css_inline
 
+from clarion.audience import service as audience
 from clarion.content import rendering
 from clarion.delivery.channels.base import EmailPayload, OutgoingMessage, TextPayload
 from clarion.delivery.email_message import build_email
@@ -24,7 +25,10 @@ from clarion.kit.signing import signer_for
 
 TEST_SUBJECT_PREFIX = "[TEST] "
 # A recipient's channel → the address field a message goes to.
-_ADDRESS_OF_CHANNEL = {"email": "email", "sms": "phone", "whatsapp": "phone"}
+_ADDRESS_OF_CHANNEL = {"email": "email", "sms": "phone", "whatsapp": "phone", "telegram": "telegram chat",
+                       "push": "push subscription"}
+# The template fields that may name `telegram_start_url` (the dispatcher looks the bot up only for those).
+_TEMPLATE_TEXT_FIELDS = ("subject", "body_html", "body_text", "header_html", "footer_html")
 
 
 class CampaignLike(Protocol):
@@ -55,6 +59,11 @@ class Content:
     whatsapp_name: str | None = None
     whatsapp_language: str | None = None
     whatsapp_components: list[Any] | None = None
+    # Push: the notification's title (the template's subject, Liquid) and icon (its thumbnail_url).
+    subject: str | None = None
+    icon_url: str | None = None
+    # The tenant's Telegram bot username when the template uses `telegram_start_url` (set by the caller).
+    telegram_bot: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +153,9 @@ def content_of(campaign: CampaignLike, template: Any | None) -> Content:
                 whatsapp_language=template.language_code,
                 whatsapp_components=list(template.components or []),
             )
+        if campaign.channel == "push":
+            return Content(channel="push", variables=variables, body_text=template.body_text or "",
+                           subject=template.subject, icon_url=template.thumbnail_url)
         return Content(channel=campaign.channel, variables=variables, body_text=template.body_text or "")
     if campaign.channel == "whatsapp" and campaign.template_name:
         # Seed 002: the WhatsApp template is named on the campaign itself.
@@ -155,6 +167,33 @@ def content_of(campaign: CampaignLike, template: Any | None) -> Content:
             whatsapp_components=list(campaign.template_components or []),
         )
     raise ValueError("the campaign has no template to send")
+
+
+def uses_telegram_link(template: Any | None) -> bool:
+    """Whether the template names telegram_start_url (only then is the tenant's Telegram bot looked up)."""
+    if template is None:
+        return False
+    sources = [getattr(template, name, None) or "" for name in _TEMPLATE_TEXT_FIELDS]
+    sources.append(repr(getattr(template, "components", None) or ""))
+    return any("telegram_start_url" in source for source in sources)
+
+
+def recipient_address(channel: str, email: str | None, phone: str | None,
+                      contact: Mapping[str, Any] | None) -> str | None:
+    """Where a recipient's message goes: the email or phone snapshotted on the recipient; for telegram the chat
+    the contact has linked now; for push the contact id, when it has a browser subscription (the message carries
+    them all)."""
+    if channel == "email":
+        return email
+    if channel in ("sms", "whatsapp"):
+        return phone
+    if contact is None:
+        return None
+    if channel == "telegram":
+        return contact.get("telegram_chat_id")
+    if channel == "push" and contact.get("push_subscriptions"):
+        return str(contact["id"])
+    return None
 
 
 def render_one(
@@ -177,6 +216,11 @@ def render_one(
         unsubscribe_url=unsubscribe_url,
         view_in_browser_url=links.view_in_browser(recipient_id),
     )
+    if content.telegram_bot:
+        contact_id = contact.get("id")
+        # A sample contact (a test send) has no link of its own: its stand-in opens the bot and links nothing.
+        context["telegram_start_url"] = f"https://t.me/{content.telegram_bot}" if contact_id is None else \
+            audience.telegram_deep_link(content.telegram_bot, campaign.tenant_id, contact_id, secret=links.secret)
     if content.email is not None:
         email = rendering.render_email(content.email, context)
         return Rendered(recipient_id, to, subject=email.subject, html=email.html, text=email.text,
@@ -194,7 +238,29 @@ def render_one(
                 }
             },
         )
-    return Rendered(recipient_id, to, text=rendering.render_text(content.body_text or "", context))
+    if content.channel == "telegram":
+        # Sent with parse_mode HTML: the template's own tags stay, values from the data are escaped.
+        return Rendered(recipient_id, to, text=rendering.render_html(content.body_text or "", context,
+                                                                      field="body_text"))
+    text = rendering.render_text(content.body_text or "", context)
+    if content.channel == "push":
+        return Rendered(recipient_id, to, text=text, fields=_notification_fields(content, context, contact))
+    return Rendered(recipient_id, to, text=text)
+
+
+def _notification_fields(content: Content, context: Mapping[str, Any],
+                         contact: Mapping[str, Any]) -> dict[str, Any]:
+    """A push message's title (the subject), url (the `push_url` variable, Liquid), icon (the template's
+    thumbnail) and the browser subscriptions it goes to."""
+    fields: dict[str, Any] = {"subscriptions": list(contact.get("push_subscriptions") or [])}
+    if content.subject:
+        fields["title"] = " ".join(rendering.render_text(content.subject, context, field="subject").split())
+    url = context.get("push_url")
+    if isinstance(url, str) and url:
+        fields["url"] = rendering.render_text(url, context, field="variables.push_url").strip()
+    if content.icon_url:
+        fields["icon"] = content.icon_url
+    return fields
 
 
 def render_all(

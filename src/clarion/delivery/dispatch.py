@@ -18,6 +18,7 @@ makes delivery at-least-once: the chunk in flight when a worker dies is sent aga
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -39,7 +40,7 @@ from clarion.campaign import service as campaigns
 from clarion.config import Settings
 from clarion.content import service as content
 from clarion.db import Database
-from clarion.delivery import channel_service, compose
+from clarion.delivery import channel_service, compose, send_accounting
 from clarion.delivery.channels.base import ChannelProvider, OutgoingMessage, ProviderContext, SendResult
 from clarion.delivery.outbox_service import DatabaseOutboxIndex
 from clarion.delivery.throttle import Throttle
@@ -121,8 +122,9 @@ class ProviderCache:
     """One provider per channel account, kept across batches (SMTP connections stay open); rebuilt when the
     account's settings change, closed on shutdown."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, public_base_url: str | None = None) -> None:
         self.database = database
+        self.public_base_url = public_base_url
         self._providers: dict[str, tuple[str, ChannelProvider[Any]]] = {}
 
     async def get(self, resolved: channel_service.ResolvedChannel) -> ChannelProvider[Any]:
@@ -133,7 +135,10 @@ class ProviderCache:
         if cached is not None:
             await cached[1].close()
         provider = channel_service.build_provider(
-            resolved, context=ProviderContext(outbox_index=DatabaseOutboxIndex(self.database))
+            resolved,
+            context=ProviderContext(
+                outbox_index=DatabaseOutboxIndex(self.database), public_base_url=self.public_base_url
+            ),
         )
         self._providers[key] = (fingerprint, provider)
         return provider
@@ -144,6 +149,25 @@ class ProviderCache:
         for result in results:
             if isinstance(result, Exception):
                 logger.warning("closing a channel provider failed: %s", result)
+
+
+async def with_addresses(session: Any, campaign: Any, template: Any, message_content: compose.Content,
+                         contacts: dict[uuid.UUID, dict[str, Any]], *, secret: str, data_dir: Any) -> compose.Content:
+    """What a batch needs beyond the contacts' fields: push sends get each contact's browser subscriptions (into
+    its payload dict), and a template naming telegram_start_url gets the tenant's bot to build deep links
+    (ValueError when the tenant has none: every message would fail to render)."""
+    if campaign.channel == "push" and contacts:
+        for contact_id, subscriptions in (await audience.push_targets(session, campaign.tenant_id,
+                                                                      list(contacts))).items():
+            contacts[contact_id]["push_subscriptions"] = subscriptions
+    if compose.uses_telegram_link(template):
+        bot = await channel_service.telegram_bot_username(session, campaign.tenant_id, secret=secret,
+                                                          data_dir=data_dir)
+        if bot is None:
+            raise ValueError("the template uses telegram_start_url, but no enabled Telegram channel names a "
+                             "bot_username")
+        message_content = dataclasses.replace(message_content, telegram_bot=bot)
+    return message_content
 
 
 @dataclass
@@ -173,7 +197,11 @@ class Dispatcher:
         self.options = options or DispatchSettings()
         self.lease_owner = lease_owner or new_lease_owner()
         self.links = compose.Links(base_url=settings.base_url, secret=settings.resolved_secret_key())
-        self.providers = ProviderCache(database)
+        self.providers = ProviderCache(database, settings.base_url)
+        # Budgets and messaging-limit tiers are checked at the claim, against the account each campaign uses.
+        self.account_of = send_accounting.account_resolver(
+            secret=settings.resolved_secret_key(), data_dir=settings.data_dir
+        )
 
     async def close(self) -> None:
         await self.providers.close()
@@ -228,6 +256,7 @@ class Dispatcher:
                 lease_owner=self.lease_owner,
                 lease_seconds=int(self.options.lease_seconds),
                 campaign_id=campaign_id,
+                account_of=self.account_of,
             )
         report = DispatchReport(claimed=len(claimed))
         groups: dict[uuid.UUID, list[sending.ClaimedRecipient]] = defaultdict(list)
@@ -246,10 +275,14 @@ class Dispatcher:
         except CampaignCannotSend as exc:
             return await self._hold_campaign(campaign_id, recipients, str(exc))
         campaign = plan.campaign
-        address_field = "email" if campaign.channel == "email" else "phone"
-        triples = [(r.id, getattr(r, address_field), r.contact_id) for r in recipients]
+        triples = [
+            (r.id, compose.recipient_address(campaign.channel, r.email, r.phone, plan.contacts.get(r.contact_id)),
+             r.contact_id)
+            for r in recipients
+        ]
         report = DispatchReport()
         provider = await self.providers.get(plan.resolved)
+        guard = send_accounting.BudgetGuard.of(self.db, campaign, plan.resolved, self.lease_owner)
         link_ids: dict[str, int] = {}
         # Chunk by chunk: render, register the links not seen yet, track and build; rendering and building
         # chunk n+1 overlap with chunk n on the wire (both yield to the event loop between slices of messages),
@@ -276,7 +309,7 @@ class Dispatcher:
                 if in_flight is not None:
                     await in_flight
                 in_flight = asyncio.ensure_future(
-                    self._send_and_record(provider, plan.resolved, chunk, report)
+                    self._send_and_record(provider, plan.resolved, chunk, report, guard)
                 )
             if in_flight is not None:
                 await in_flight
@@ -316,9 +349,12 @@ class Dispatcher:
         resolved: channel_service.ResolvedChannel,
         chunk: list[compose.Composed],
         report: DispatchReport,
+        guard: send_accounting.BudgetGuard | None = None,
     ) -> None:
         outcomes = [_failure(c) for c in chunk if c.message is None]
         messages = [c.message for c in chunk if c.message is not None]
+        if messages and guard is not None:
+            messages = await guard.admit(messages)
         if messages:
             results = await self._send(provider, resolved, messages)
             outcomes += [
@@ -328,12 +364,28 @@ class Dispatcher:
                     provider_message_id=r.provider_message_id,
                     transient=r.transient,
                     error=r.error,
-                    cost=resolved.cost_per_message if r.ok else 0,
+                    cost=resolved.cost_per_message * r.billable_units if r.ok else 0,
+                    channel_config_id=resolved.channel_config_id,
+                    provider=resolved.provider,
+                    opted_out=r.opted_out,
+                    retry_after=r.retry_after,
                 )
                 for r in results
             ]
+            if any(r.delivered_addresses or r.expired_addresses for r in results):
+                await self._record_addresses(resolved.tenant_id, results)
         if outcomes:
             await self._record(outcomes, report)
+
+    async def _record_addresses(self, tenant_id: uuid.UUID, results: list[SendResult]) -> None:
+        """Push subscriptions that took a message are stamped; those a push service says are gone, deleted."""
+        delivered = [a for r in results for a in r.delivered_addresses]
+        expired = [a for r in results for a in r.expired_addresses]
+        async with self.db.transaction() as session:
+            removed = await audience.record_push_outcomes(session, tenant_id, delivered=delivered, expired=expired)
+        if removed:
+            logger.info("dispatch: %d push subscription(s) of tenant %s are gone and were removed", removed,
+                        tenant_id)
 
     async def _plan(self, campaign_id: uuid.UUID, recipients: list[sending.ClaimedRecipient]) -> _Plan:
         async with self.db.transaction() as session:
@@ -356,6 +408,13 @@ class Dispatcher:
             contacts = await audience.contacts_payload(
                 session, campaign.tenant_id, [r.contact_id for r in recipients]
             )
+            try:
+                message_content = await with_addresses(
+                    session, campaign, template, message_content, contacts, secret=self.links.secret,
+                    data_dir=self.settings.data_dir,
+                )
+            except ValueError as exc:
+                raise CampaignCannotSend(str(exc)) from exc
         sender = compose.pick_sender(campaign, resolved, base_url=self.settings.base_url)
         return _Plan(
             campaign=campaign, content=message_content, contacts=contacts, resolved=resolved, sender=sender

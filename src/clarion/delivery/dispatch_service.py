@@ -6,6 +6,7 @@ session (the caller commits that first): no transaction stays open while a provi
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -20,7 +21,7 @@ from clarion.content import service as content
 from clarion.db import Database
 from clarion.delivery import channel_service, compose
 from clarion.delivery.channels.base import ProviderContext
-from clarion.delivery.dispatch import Dispatcher
+from clarion.delivery.dispatch import Dispatcher, with_addresses
 from clarion.delivery.outbox_service import DatabaseOutboxIndex
 from clarion.delivery.sending_schemas import (
     ProcessDailyResult,
@@ -81,6 +82,12 @@ def _checked_addresses(channel: str, addresses: list[str]) -> list[str]:
     checked, errors = [], []
     for i, raw in enumerate(addresses):
         try:
+            if channel == "telegram":
+                # A chat id, as the bot sees it (the contact's telegram_chat_id once linked).
+                if not re.fullmatch(r"-?\d{1,20}", raw.strip()):
+                    raise ValueError("must be a Telegram chat id (digits)")
+                checked.append(raw.strip())
+                continue
             if channel not in ("email", "sms", "whatsapp"):
                 raise ValueError(f"test sends on {channel} are not supported yet")
             # Test addresses are typed in full: a phone must carry its country code.
@@ -116,6 +123,11 @@ async def send_test(
         contact_id = first.rows[0].contact_id if first.rows else None
         if contact_id is not None:
             contact = (await audience.contacts_payload(session, tenant_id, [contact_id])).get(contact_id)
+        try:
+            message_content = await with_addresses(session, campaign, template, message_content, {},
+                                                   secret=settings.resolved_secret_key(), data_dir=settings.data_dir)
+        except ValueError as exc:
+            raise Invalid(str(exc), errors=[field_error(["template"], str(exc))]) from exc
         resolved = await channel_service.resolve_channel(
             session,
             tenant_id,
@@ -156,7 +168,7 @@ async def send_test(
             raise Invalid(
                 f"cannot build the message: {exc}", errors=[field_error(["body", "to", i], str(exc))]
             ) from exc
-    context = ProviderContext(outbox_index=DatabaseOutboxIndex(database))
+    context = ProviderContext(outbox_index=DatabaseOutboxIndex(database), public_base_url=settings.base_url)
     async with channel_service.build_provider(resolved, context=context) as provider:
         results = await provider.send(messages)
     return TestSendResult(

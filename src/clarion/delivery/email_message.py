@@ -207,6 +207,10 @@ def _mailbox_header(name: str, value: str, what: str) -> str:
     if match is None or "=?" in value:
         return _stdlib_address_header(name, value, what)
     if match["bare"] is not None:
+        if len(name) + 2 + len(match["bare"]) > MAX_LINE:
+            # A bare address has no space to fold at; as an angle-addr on a line of its own it is the same
+            # mailbox, and fits there whenever it can fit at all.
+            return f"{name}:\r\n <{match['bare']}>\r\n"
         return _fold(f"{name}: {match['bare']}", len(name) + 2)
     # A display name's runs of whitespace are one space, as a phrase's are; readers disagree about any other.
     display = " ".join((_UNESCAPE.sub(r"\1", match["quoted"]) if match["quoted"] is not None

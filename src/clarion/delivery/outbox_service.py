@@ -54,10 +54,10 @@ class SessionOutboxIndex:
 
 
 def outbox_provider(index: DatabaseOutboxIndex | SessionOutboxIndex, data_dir: Path,
-                    tenant_id: uuid.UUID) -> OutboxProvider:
+                    tenant_id: uuid.UUID, *, public_base_url: str | None = None) -> OutboxProvider:
     """The email provider of a tenant with no email channel configured."""
     return OutboxProvider(OutboxConfig(data_dir=data_dir, tenant_id=tenant_id),
-                          ProviderContext(outbox_index=index))
+                          ProviderContext(outbox_index=index, public_base_url=public_base_url))
 
 
 async def list_outbox(session: AsyncSession, tenant_id: uuid.UUID, *, limit: int, cursor: str | None,

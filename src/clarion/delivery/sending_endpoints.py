@@ -7,10 +7,10 @@ import uuid
 from fastapi import APIRouter, Request
 
 from clarion.db import SessionDep
-from clarion.delivery import dispatch_service
+from clarion.delivery import dispatch_service, send_accounting
 from clarion.delivery import tasks as _tasks  # noqa: F401 - the route table's import registers the dispatch loop
-from clarion.delivery.sending_schemas import ProcessDailyResult, TestSendRequest, TestSendResult
-from clarion.tenancy.deps import WriteAuth
+from clarion.delivery.sending_schemas import ProcessDailyResult, SendLimits, TestSendRequest, TestSendResult
+from clarion.tenancy.deps import ReadAuth, WriteAuth
 
 router = APIRouter(tags=["sending"])
 
@@ -35,3 +35,12 @@ async def send_test(
     return await dispatch_service.send_test(
         request.app.state.db, request.app.state.settings, auth.tenant_id, campaign_id, data
     )
+
+
+@router.get("/campaigns/{campaign_id}/send-limits", response_model=SendLimits)
+async def send_limits(campaign_id: uuid.UUID, request: Request, session: SessionDep, auth: ReadAuth) -> SendLimits:
+    """What limits the campaign's sending now: its daily limit, its channel account's messaging-limit tier (shared
+    with every campaign on that account), its budget; `effective_daily_limit` is the daily limit the tier allows."""
+    return await send_accounting.send_limits(session, auth.tenant_id, campaign_id,
+                                             secret=request.app.state.secret_key,
+                                             data_dir=request.app.state.settings.data_dir)

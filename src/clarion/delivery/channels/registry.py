@@ -9,6 +9,10 @@ from pydantic import ValidationError
 from clarion.delivery.channels.base import ChannelProvider, ProviderContext
 from clarion.delivery.channels.outbox import OutboxProvider
 from clarion.delivery.channels.smtp import SmtpProvider
+from clarion.delivery.channels.telegram import TelegramProvider
+from clarion.delivery.channels.twilio import TwilioProvider
+from clarion.delivery.channels.webpush import WebPushProvider
+from clarion.delivery.channels.whatsapp import WhatsAppProvider
 from clarion.errors import Invalid, field_error
 
 _PROVIDERS: dict[str, type[ChannelProvider[Any]]] = {}
@@ -23,7 +27,8 @@ def register(provider: type[ChannelProvider[Any]]) -> type[ChannelProvider[Any]]
     return provider
 
 
-for _builtin in (SmtpProvider, OutboxProvider):
+for _builtin in (SmtpProvider, OutboxProvider, WhatsAppProvider, TwilioProvider, TelegramProvider,
+                 WebPushProvider):
     register(_builtin)
 
 
