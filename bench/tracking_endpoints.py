@@ -2,12 +2,15 @@
 
 Both run under the same server (uvicorn, same worker count, subprocesses) and take the same load: a Python
 generator in another process holding a fixed number of keep-alive connections (raw asyncio sockets), half of
-them fetching open pixels and half following tracked links, each with its own recipient's token. Prints both
-requests/s and the ratio (target >= 50%), then checks every accepted event is a campaign_events row within a
-second of the load stopping.
+them fetching open pixels and half following tracked links, each with its own recipient's token. Both servers
+stay up for the whole run and the load alternates between them in `--rounds` short segments, so a neighbour's
+burst on a shared machine weighs on both sides alike. After each of Clarion's segments every accepted event must
+be a campaign_events row within a second of that segment's last response. Prints both requests/s, the ratio
+(target >= 50%), the per-round ratios, each server's CPU per request (Linux; what a neighbour's load disturbs
+least), and the slowest durability.
 
-    python -m bench.tracking_endpoints [--backend sqlite|postgres] [--workers 1] [--seconds 5] [--concurrency 32]
-                                       [--runs 1] [--app clarion.app:create_app]
+    python -m bench.tracking_endpoints [--backend sqlite|postgres] [--workers 1] [--seconds 5] [--rounds 5]
+                                       [--warmup 1] [--concurrency 32] [--runs 1] [--app clarion.app:create_app]
 """
 
 from __future__ import annotations
@@ -95,18 +98,28 @@ async def _seed(database_url: str, recipients: int) -> tuple[list[str], str]:
     return paths, str(campaign.id)
 
 
-async def _count_events(database_url: str, campaign_id: str) -> int:
+async def _await_durable(database_url: str, campaign_id: str, accepted: int, stopped: float,
+                         give_up_after: float = 10.0) -> tuple[int, int, float]:
+    """Poll the campaign's open/click rows (one connection, every 20 ms) until `accepted` are stored: (rows at
+    the first poll, rows at the last, seconds from `stopped` (wall clock) to the last poll)."""
     from sqlalchemy import func, select
 
     from clarion.db import Database
     from clarion.models import CampaignEvent
 
+    stmt = select(func.count()).select_from(CampaignEvent).where(
+        CampaignEvent.campaign_id == uuid.UUID(campaign_id), CampaignEvent.type.in_(("opened", "clicked")))
     db = Database(database_url)
+    first = None
     try:
-        async with db.transaction() as session:
-            stmt = select(func.count()).select_from(CampaignEvent).where(
-                CampaignEvent.campaign_id == uuid.UUID(campaign_id), CampaignEvent.type.in_(("opened", "clicked")))
-            return int((await session.execute(stmt)).scalar_one())
+        while True:
+            async with db.transaction() as session:
+                stored = int((await session.execute(stmt)).scalar_one())
+            elapsed = time.time() - stopped
+            first = stored if first is None else first
+            if stored >= accepted or elapsed > give_up_after:
+                return first, stored, elapsed
+            await asyncio.sleep(0.02)
     finally:
         await db.dispose()
 
@@ -143,7 +156,10 @@ async def _load(port: int, paths: list[str], concurrency: int, seconds: float) -
     await asyncio.gather(*(_connection(port, paths, n * step, deadline, counts) for n in range(concurrency)))
     elapsed = time.perf_counter() - started
     total = sum(counts.values())
-    return {"requests": total, "seconds": elapsed, "rps": total / elapsed, "statuses": counts}
+    # Wall-clock end of the load, so the durability clock starts when the last response came, not when this
+    # process has exited.
+    return {"requests": total, "seconds": elapsed, "rps": total / elapsed, "statuses": counts,
+            "ended_at": time.time()}
 
 
 def _load_main(args: argparse.Namespace) -> None:
@@ -178,22 +194,36 @@ def _serve(target: str, port: int, workers: int, env: dict[str, str]) -> subproc
     return subprocess.Popen(command, env=env)
 
 
-def _run_load(port: int, paths_file: str, args: argparse.Namespace) -> dict[str, Any]:
+def _run_load(port: int, paths_file: str, args: argparse.Namespace, seconds: float) -> dict[str, Any]:
     out = subprocess.run([sys.executable, "-m", "bench.tracking_endpoints", "--load", "--port", str(port),
                           "--paths-file", paths_file, "--concurrency", str(args.concurrency),
-                          "--seconds", str(args.seconds)], capture_output=True, text=True, check=True)
+                          "--seconds", str(seconds)], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _measure(target: str, env: dict[str, str], paths_file: str, args: argparse.Namespace) -> dict[str, Any]:
-    port = _free_port()
-    server = _serve(target, port, args.workers, env)
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a server process and its children (uvicorn's workers) have used so far; Linux
+    only, 0 elsewhere. A database server's own processes are not counted."""
     try:
-        _wait_listening(port, server)
-        return _run_load(port, paths_file, args)
-    finally:
-        server.terminate()  # SIGTERM: uvicorn shuts down cleanly, the tracking lifespan flushes its buffer
-        server.wait(timeout=30)
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(_cpu_seconds(int(child)) for child in children)
+
+
+def _timed_load(server: subprocess.Popen[bytes], port: int, paths_file: str, args: argparse.Namespace,
+                seconds: float) -> dict[str, Any]:
+    before = _cpu_seconds(server.pid)
+    result = _run_load(port, paths_file, args, seconds)
+    result["cpu"] = _cpu_seconds(server.pid) - before
+    return result
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    server.terminate()  # SIGTERM: uvicorn shuts down cleanly, the tracking lifespan flushes its buffer
+    server.wait(timeout=30)
 
 
 def _database(backend: str, workdir: Path) -> tuple[str, Any]:
@@ -218,52 +248,92 @@ def _database(backend: str, workdir: Path) -> tuple[str, Any]:
     return url, drop
 
 
+def _total(segments: list[dict[str, Any]]) -> dict[str, Any]:
+    statuses: dict[str, int] = {}
+    for segment in segments:
+        for status, count in segment["statuses"].items():
+            statuses[status] = statuses.get(status, 0) + count
+    requests = sum(segment["requests"] for segment in segments)
+    return {"requests": requests, "rps": requests / sum(segment["seconds"] for segment in segments),
+            "statuses": statuses, "cpu_per_request": sum(segment["cpu"] for segment in segments) / requests}
+
+
 def _bench(args: argparse.Namespace) -> None:
+    segment_seconds = args.seconds / args.rounds
+    bare_segments: list[dict[str, Any]] = []
+    our_segments: list[dict[str, Any]] = []
+    durability: list[tuple[int, int, int, float]] = []  # (accepted so far, at the first count, stored, seconds)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         url, drop = _database(args.backend, workdir)
         try:
             paths, campaign_id = asyncio.run(_seed(url, args.recipients))
-            paths_file = workdir / "paths.json"
-            paths_file.write_text(json.dumps(paths))
+            paths_file = str(workdir / "paths.json")
+            Path(paths_file).write_text(json.dumps(paths))
             env = {**os.environ, "CLARION_DATABASE_URL": url, "CLARION_SECRET_KEY": SECRET,
                    "CLARION_DATA_DIR": str(workdir / "data"),
                    "PYTHONPATH": os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH")) if p)}
-            bare = _measure("bench.tracking_endpoints:bare_app_factory", env, str(paths_file), args)
-
-            # Clarion's server is left running while events are counted: durability must not wait for shutdown.
-            port = _free_port()
-            server = _serve(args.app, port, args.workers, env)
+            bare_port, our_port = _free_port(), _free_port()
+            bare = _serve("bench.tracking_endpoints:bare_app_factory", bare_port, args.workers, env)
+            ours = _serve(args.app, our_port, args.workers, env)
             try:
-                _wait_listening(port, server)
-                ours = _run_load(port, str(paths_file), args)
-                stopped = time.perf_counter()
-                accepted = ours["statuses"].get("200", 0) + ours["statuses"].get("302", 0)
-                stored = asyncio.run(_count_events(url, campaign_id))
-                while stored < accepted and time.perf_counter() - stopped < 1.0:
-                    time.sleep(0.05)
-                    stored = asyncio.run(_count_events(url, campaign_id))
-                durable_after = time.perf_counter() - stopped
+                _wait_listening(bare_port, bare)
+                _wait_listening(our_port, ours)
+                # Unmeasured warm-up of both: first connections, imports, Clarion's database pool and caches.
+                warm = _run_load(bare_port, paths_file, args, args.warmup)
+                warm = _run_load(our_port, paths_file, args, args.warmup)
+                accepted = warm["statuses"].get("200", 0) + warm["statuses"].get("302", 0)
+                for _ in range(args.rounds):
+                    bare_segments.append(_timed_load(bare, bare_port, paths_file, args, segment_seconds))
+                    before = _cpu_seconds(ours.pid)
+                    segment = _run_load(our_port, paths_file, args, segment_seconds)
+                    our_segments.append(segment)
+                    # Counted while Clarion's server runs on: durability must not wait for a shutdown. The next
+                    # bare segment starts only once Clarion's writer is done, so it never shares the CPU.
+                    accepted += segment["statuses"].get("200", 0) + segment["statuses"].get("302", 0)
+                    at_stop, stored, after = asyncio.run(_await_durable(url, campaign_id, accepted,
+                                                                        segment["ended_at"]))
+                    durability.append((accepted, at_stop, stored, after))
+                    segment["cpu"] = _cpu_seconds(ours.pid) - before  # with the writing of the segment's events
             finally:
-                server.terminate()
-                server.wait(timeout=30)
+                _stop(bare)
+                _stop(ours)
         finally:
             drop()
-    ratio = ours["rps"] / bare["rps"]
-    print(f"backend={args.backend} workers={args.workers} concurrency={args.concurrency} seconds={args.seconds}")
-    print(f"bare ASGI:        {bare['rps']:9.0f} req/s  ({bare['requests']} requests, {bare['statuses']})")
-    print(f"clarion /t/o,/t/c:{ours['rps']:9.0f} req/s  ({ours['requests']} requests, {ours['statuses']})")
-    print(f"ratio: {ratio:.0%} (target >= 50%) -> {'OK' if ratio >= 0.5 else 'BELOW TARGET'}")
-    durable = stored >= accepted
-    print(f"events durable: {stored}/{accepted} rows within {durable_after:.2f}s of the load stopping "
-          f"-> {'OK' if durable else 'NOT DURABLE WITHIN 1 s'}")
+    bare_total, our_total = _total(bare_segments), _total(our_segments)
+    ratio = our_total["rps"] / bare_total["rps"]
+    rounds = [o["rps"] / b["rps"] for b, o in zip(bare_segments, our_segments, strict=True)]
+    print(f"backend={args.backend} workers={args.workers} concurrency={args.concurrency} "
+          f"seconds={args.seconds} (each side) in {args.rounds} rounds after a {args.warmup}s warm-up")
+    print(f"bare ASGI:        {bare_total['rps']:9.0f} req/s  ({bare_total['requests']} requests, "
+          f"{bare_total['statuses']})")
+    print(f"clarion /t/o,/t/c:{our_total['rps']:9.0f} req/s  ({our_total['requests']} requests, "
+          f"{our_total['statuses']})")
+    print(f"ratio: {ratio:.0%} (rounds: {' '.join(f'{r:.0%}' for r in rounds)}; target >= 50%) -> "
+          f"{'OK' if ratio >= 0.5 else 'BELOW TARGET'}")
+    # The server's own CPU per request does not depend on what else the machine runs: on a quiet machine, where
+    # each server is CPU-bound, the req/s ratio tends to the inverse of this one.
+    bare_cpu, our_cpu = bare_total["cpu_per_request"], our_total["cpu_per_request"]
+    if bare_cpu and our_cpu:
+        print(f"server CPU per request: bare {bare_cpu * 1e6:.0f} µs, clarion {our_cpu * 1e6:.0f} µs (its event "
+              f"writer included{', not the database server' if args.backend == 'postgres' else ''}) -> "
+              f"bare/clarion {bare_cpu / our_cpu:.0%}")
+    accepted, _, stored, _ = durability[-1]
+    slowest = max(after for *_, after in durability)
+    most_behind = max(total - at_stop for total, at_stop, _, _ in durability)
+    durable = all(stored >= total and after <= 1.0 for total, _, stored, after in durability)
+    print(f"events durable: {stored}/{accepted} rows; slowest round {slowest:.2f}s after its load stopped "
+          f"(at most {most_behind} still buffered at a first count) -> "
+          f"{'OK' if durable else 'NOT DURABLE WITHIN 1 s'}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=5.0, help="load time on each side, all rounds together")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating bare/Clarion segments")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured load on each server first (s)")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--recipients", type=int, default=500)
     parser.add_argument("--runs", type=int, default=1, help="repeat the whole measurement (fresh database each)")

@@ -93,7 +93,7 @@ class RecipientRepo(TenantRepository[CampaignRecipient]):
 
     async def insert_from_audience(self, campaign_id: uuid.UUID, audience: Select[Any], *, only_if: Any,
                                    at: datetime) -> int:
-        """One INSERT … SELECT of the audience's contacts (id, email, phone) that satisfy `only_if`.
+        """One INSERT … SELECT of the audience's contacts (id, email, phone) that satisfy `only_if`, oldest first.
 
         Contacts already in the campaign are skipped by UNIQUE(campaign_id, contact_id). Returns the rows added.
         """
@@ -103,7 +103,9 @@ class RecipientRepo(TenantRepository[CampaignRecipient]):
             literal(self.tenant_id, Uuid()), literal(campaign_id, Uuid()), contact_id, email, phone,
             literal("pending", String()), literal(0, Integer()), literal(0, Integer()), literal(0, Integer()),
             literal(at, UTCDateTime()), literal(at, UTCDateTime()),
-        ).where(true())  # SQLite reads "FROM x ON CONFLICT" as a join unless the SELECT has a WHERE
+        ).where(true()).order_by(contact_id)
+        # WHERE: SQLite reads "FROM x ON CONFLICT" as a join unless the SELECT has one. ORDER BY: recipient ids (and
+        # so the send order) follow the contacts' creation order, not whatever order the planner scanned them in.
         columns = ["tenant_id", "campaign_id", "contact_id", "email", "phone", "status",
                    "open_count", "click_count", "retry_count", "created_at", "updated_at"]
         stmt = (self._insert_ignoring_duplicates().from_select(columns, rows)

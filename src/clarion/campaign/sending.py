@@ -23,7 +23,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from clarion.audience import service as audience
 from clarion.campaign import planning, service
+from clarion.campaign import send_quotas as quotas
 from clarion.campaign import sending_repository as repo
 from clarion.campaign.repository import PlanningRepo
 from clarion.errors import NotFound
@@ -65,6 +67,14 @@ class SendOutcome:
     transient: bool = False
     error: str | None = None
     cost: int = 0
+    # The channel account the message went through (None: the built-in outbox), and its provider's slug.
+    channel_config_id: uuid.UUID | None = None
+    provider: str | None = None
+    # The provider refused because the person opted out of the channel: the recipient fails, whatever the attempt,
+    # and the contact is unsubscribed from the campaign's channel (source "<provider>:opt_out").
+    opted_out: bool = False
+    # A transient failure's "not before": the retry waits at least this many seconds.
+    retry_after: float | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +115,7 @@ class SendingCampaign:
     template_name: str | None
     language_code: str | None
     template_components: list[Any] | None
+    budget: int | None = None
 
 
 def _event(tenant_id: uuid.UUID, campaign_id: uuid.UUID, recipient_id: int | None, contact_id: uuid.UUID | None,
@@ -131,11 +142,17 @@ def _quota_left(campaign: repo.DueCampaign, today: date) -> int | None:
 
 
 async def claim_due(session: AsyncSession, *, now: datetime, limit: int, lease_owner: str, lease_seconds: int,
-                    campaign_id: uuid.UUID | None = None) -> list[ClaimedRecipient]:
+                    campaign_id: uuid.UUID | None = None,
+                    account_of: quotas.AccountResolver | None = None) -> list[ClaimedRecipient]:
     """Lease up to `limit` due recipients of running campaigns (all tenants), higher priority first.
 
     Due recipients whose contact is no longer reachable on the channel are marked `skipped` on the way. The
     caller commits before sending, so the lease is visible to every other worker.
+
+    With `account_of`, each campaign's claim also stays within its channel account's limits: the campaign's
+    budget (a campaign that cannot pay for one more message is paused with the reason) and the account's
+    messaging-limit tier (never more new recipients than the tier leaves in the rolling window); the claimed
+    rows record the account.
     """
     claimed: list[ClaimedRecipient] = []
     lease_until = now + timedelta(seconds=lease_seconds)
@@ -153,9 +170,19 @@ async def claim_due(session: AsyncSession, *, now: datetime, limit: int, lease_o
             room = min(room, quota)
         if room <= 0:
             continue
+        through = None
+        if account_of is not None:
+            account = await account_of(session, campaign.tenant_id, campaign.channel, campaign.channel_config_id)
+            if account is not None:
+                room = await quotas.room_within_budget(session, campaign, account, room)
+                if room <= 0:
+                    continue
+                through = await quotas.claim_account(session, account, now=now)
         await _skip_unreachable(session, campaign, now=now, limit=room)
         rows = await repo.claim(session, campaign, now=now, limit=room, lease_owner=lease_owner,
-                                lease_until=lease_until)
+                                lease_until=lease_until, account=through)
+        if through is not None:
+            await quotas.record_claims(session, through, rows, now=now)
         if rows and campaign.daily_send_limit:
             await repo.use_daily_quota(session, campaign.id, today=today, used=len(rows))
         claimed.extend(ClaimedRecipient(id=r.id, tenant_id=r.tenant_id, campaign_id=r.campaign_id,
@@ -201,13 +228,14 @@ async def record_outcomes(session: AsyncSession, outcomes: list[SendOutcome], *,
     held = {h.id: h for h in await repo.held_by(session, [o.recipient_id for o in outcomes], lease_owner)}
     if not held:
         return
-    states = await repo.campaign_states(session, {h.campaign_id for h in held.values()})
+    states = {h.campaign_id: (h.campaign_status, h.max_attempts) for h in held.values()}
     sent_rows: list[dict[str, Any]] = []
     retry_rows: list[dict[str, Any]] = []
     failed_rows: list[dict[str, Any]] = []
     withdrawn_rows: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
     tallies: dict[uuid.UUID, _Tally] = {}
+    opted_out: dict[tuple[uuid.UUID, uuid.UUID, str], list[uuid.UUID]] = defaultdict(list)
     for outcome in outcomes:
         row = held.pop(outcome.recipient_id, None)
         if row is None:
@@ -219,20 +247,34 @@ async def record_outcomes(session: AsyncSession, outcomes: list[SendOutcome], *,
         if outcome.ok:
             tally.sent += 1
             tally.succeeded, tally.trailing_failures = True, 0
-            sent_rows.append({"rid": row.id, "pmid": outcome.provider_message_id})
+            sent_rows.append({"rid": row.id, "pmid": outcome.provider_message_id,
+                              "ccid": outcome.channel_config_id})
             events.append(_event(row.tenant_id, row.campaign_id, row.id, row.contact_id, "sent", now,
                                  {"attempt": attempt}, outcome.provider_message_id))
             _count_day(tally, row.scheduled_send_date, sent=1)
             continue
-        tally.trailing_failures += 1
         reason = (outcome.error or "send failed")[:2000]
+        if outcome.opted_out:
+            # The person's refusal, not a sending problem: final at once, and no part of a failure streak.
+            tally.failed += 1
+            failed_rows.append({"rid": row.id, "reason": reason})
+            events.append(_event(row.tenant_id, row.campaign_id, row.id, row.contact_id, "failed", now,
+                                 {"error": reason, "attempt": attempt, "transient": False, "opted_out": True}))
+            _count_day(tally, row.scheduled_send_date, sent=0)
+            opted_out[(row.tenant_id, row.campaign_id, outcome.provider or "provider")].append(row.contact_id)
+            continue
+        tally.trailing_failures += 1
         if outcome.transient and status == "cancelled":
             # The campaign was cancelled while this send was in flight: withdraw it instead of retrying.
             tally.withdrawn += 1
             withdrawn_rows.append({"rid": row.id, "reason": reason})
             _count_day(tally, row.scheduled_send_date, sent=0)
         elif outcome.transient and attempt < max_attempts:
-            retry_at = now + backoff_delay(attempt, base=RETRY_BASE_SECONDS, cap=RETRY_CAP_SECONDS)
+            delay = backoff_delay(attempt, base=RETRY_BASE_SECONDS, cap=RETRY_CAP_SECONDS)
+            if outcome.retry_after:
+                # The provider said how long to wait: never sooner, whatever the backoff would have chosen.
+                delay = max(delay, timedelta(seconds=outcome.retry_after))
+            retry_at = now + delay
             retry_rows.append({"rid": row.id, "reason": reason, "retry_at": retry_at})
         else:
             tally.failed += 1
@@ -245,6 +287,9 @@ async def record_outcomes(session: AsyncSession, outcomes: list[SendOutcome], *,
     await repo.mark_finished(session, failed_rows, status="failed", now=now)
     await repo.mark_finished(session, withdrawn_rows, status="cancelled", now=now)
     await repo.insert_events(session, events)
+    for (tenant_id, campaign_id, provider), contact_ids in opted_out.items():
+        channel = (await service.get_campaign(session, tenant_id, campaign_id)).channel
+        await audience.unsubscribe_contacts(session, tenant_id, contact_ids, channel, f"{provider}:opt_out")
     for campaign_id, tally in tallies.items():
         await _apply_tally(session, campaign_id, tally, status=states[campaign_id][0])
 
@@ -257,14 +302,18 @@ def _count_day(tally: _Tally, day: date | None, *, sent: int) -> None:
 
 async def _apply_tally(session: AsyncSession, campaign_id: uuid.UUID, tally: _Tally, *, status: str) -> None:
     finished = tally.sent + tally.failed + tally.withdrawn
-    await repo.add_counters(session, campaign_id, sent=tally.sent, failed=tally.failed, pending=-finished,
-                            spent=tally.spent)
+    run = await repo.record_streak(session, campaign_id, reset=tally.succeeded, failures=tally.trailing_failures,
+                                   sent=tally.sent, failed=tally.failed, pending=-finished, spent=tally.spent)
     for day, (sent, handled) in tally.per_day.items():
         await repo.count_schedule_progress(session, campaign_id, day, sent=sent, handled=handled)
-    run = await repo.record_streak(session, campaign_id, reset=tally.succeeded, failures=tally.trailing_failures)
     if run >= 0 and status == "running":
         await service.transition(session, tally.tenant_id, campaign_id, "pause",
                                  reason=f"paused automatically after {run} consecutive send failures")
+    elif tally.spent and status == "running":
+        spent, budget = await repo.spent_of(session, campaign_id)
+        # A campaign whose last message used the budget up has nothing left to stop: it completes instead.
+        if budget is not None and spent >= budget and await repo.has_unsent(session, campaign_id):
+            await quotas.pause_running(session, tally.tenant_id, campaign_id, quotas.budget_reason(spent, budget))
 
 
 # --- events -------------------------------------------------------------------------------------------------
@@ -339,10 +388,20 @@ def _apply(state: dict[str, Any], event: EventInput) -> _Effect:
     return _Effect(values, deltas, moved_to is not None)
 
 
-async def record_events(session: AsyncSession, events: list[EventInput]) -> list[bool]:
+async def lock_event_states(session: AsyncSession, recipient_ids: set[int]) -> dict[int, dict[str, Any]]:
+    """recipient id → its event state (id, tenant_id, campaign_id, contact_id, status, sent_at, the event
+    timestamps and counts) for those that exist, locked until the transaction ends. A caller that must look at
+    the recipients before building its events hands this to record_events(locked=…) in the same transaction,
+    so they are read once."""
+    return {row["id"]: row for row in await repo.lock_recipients(session, recipient_ids)}
+
+
+async def record_events(session: AsyncSession, events: list[EventInput], *,
+                        locked: dict[int, dict[str, Any]] | None = None) -> list[bool]:
     """Append events and move their recipients forward, with the campaigns' counters, in a constant number of
-    statements per batch: one SELECT of the recipients (locked), one INSERT of the events, one UPDATE of the
-    changed recipients, one UPDATE per campaign of its counters.
+    statements per batch: one SELECT of the recipients (locked; none when `locked` comes from
+    lock_event_states), one INSERT of the events, one UPDATE of the changed recipients, one UPDATE per campaign
+    of its counters.
 
     The events apply in the order given (the order they arrived); the result is exactly that of record_event
     called for each in turn. Returns, per event, whether its recipient's status moved. NotFound (and nothing
@@ -351,7 +410,7 @@ async def record_events(session: AsyncSession, events: list[EventInput]) -> list
     if not events:
         return []
     wanted = {e.recipient_id for e in events if e.recipient_id is not None}
-    rows = {row["id"]: row for row in await repo.lock_recipients(session, wanted)}
+    rows = locked if locked is not None else await lock_event_states(session, wanted)
     for e in events:
         if e.recipient_id is None:
             continue
@@ -487,4 +546,4 @@ async def campaign_for_sending(session: AsyncSession, campaign_id: uuid.UUID) ->
         id=c.id, tenant_id=c.tenant_id, name=c.name, channel=c.channel, status=c.status, template_id=c.template_id,
         from_email=c.from_email, from_name=c.from_name, reply_to=c.reply_to, channel_config_id=c.channel_config_id,
         track_opens=c.track_opens, track_clicks=c.track_clicks, template_name=c.template_name,
-        language_code=c.language_code, template_components=c.template_components)
+        language_code=c.language_code, template_components=c.template_components, budget=c.budget)

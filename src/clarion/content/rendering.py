@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from functools import lru_cache
-from html.parser import HTMLParser
 from typing import Any, Literal
 
 import css_inline
@@ -24,8 +23,12 @@ from liquid.exceptions import LiquidError, UndefinedError
 from liquid.stream import TokenStream
 from markupsafe import Markup
 
+from clarion.content.html_text import TextPlan, html_to_text, plan_text
+from clarion.kit.sms import sms_segments  # noqa: F401 - previews count SMS parts with the one shared rule
+
 CONTACT_FIELDS = ("email", "phone", "first_name", "last_name", "locale", "timezone")
-RESERVED_NAMES = ("contact", "campaign", "unsubscribe_url", "view_in_browser_url")
+# telegram_start_url: the contact's Telegram deep link, given when the tenant has a bot (delivery.compose).
+RESERVED_NAMES = ("contact", "campaign", "unsubscribe_url", "view_in_browser_url", "telegram_start_url")
 TEMPLATE_CACHE_SIZE = 2048
 
 Kind = Literal["html", "text"]
@@ -264,8 +267,37 @@ def render_email(parts: EmailParts, context: Mapping[str, Any]) -> RenderedEmail
     if parts.body_text:
         text = render_text(parts.body_text, context, field="body_text")
     else:
-        text = html_to_text(rendered_html)
+        text = _text_of_html(tuple(source for _, source in html_fields if source), rendered_html, context)
     return RenderedEmail(subject=subject, html=html, text=text)
+
+
+def _text_of_html(sources: tuple[str, ...], rendered_html: str, context: Mapping[str, Any]) -> str:
+    """html_to_text(rendered_html), through the sources' TextPlan when they have one (the same text, without
+    parsing each message's HTML)."""
+    plan = _text_plan(sources)
+    if plan is not None:
+        try:
+            text = plan.text(lambda pieces: render_html(pieces, context))
+        except RenderError:
+            text = None  # the HTML rendered, so this cannot happen short of a limit; parse as before
+        if text is not None:
+            return text
+    return html_to_text(rendered_html)
+
+
+def _is_html_template(piece: str) -> bool:
+    try:
+        compile_template(piece, kind="html")
+    except TemplateSyntaxError:
+        return False
+    return True
+
+
+@lru_cache(maxsize=TEMPLATE_CACHE_SIZE)
+def _text_plan(sources: tuple[str, ...]) -> TextPlan | None:
+    # The parts render separately and are joined; with outputs only (all a plan allows), that is the rendering
+    # of the joined sources.
+    return plan_text("".join(sources), piece_ok=_is_html_template)
 
 
 def render_whatsapp_components(components: Iterable[Mapping[str, Any]], context: Mapping[str, Any]) -> list[Any]:
@@ -329,133 +361,4 @@ def whatsapp_syntax_errors(components: Iterable[Mapping[str, Any]]) -> list[Temp
         except TemplateSyntaxError as exc:
             errors.append(exc)
     return errors
-
-
-# --- text part from HTML ---------------------------------------------------------------------------------
-
-_BLOCK_TAGS = {"p", "div", "section", "article", "header", "footer", "table", "tr", "ul", "ol", "blockquote",
-               "h1", "h2", "h3", "h4", "h5", "h6", "pre", "hr", "center", "main", "aside", "nav", "form"}
-_SKIPPED_TAGS = {"style", "script", "head", "title", "template", "noscript"}
-
-
-class _TextExtractor(HTMLParser):
-    """Collects readable text: paragraphs and line breaks kept, links as "text (url)", entities decoded."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.lines: list[str] = []
-        self.current: list[str] = []
-        self.skip_depth = 0
-        self.pre_depth = 0
-        self.links: list[tuple[str | None, int]] = []
-        self.pending_blank = False
-
-    # A line is a list of fragments; whitespace inside it is collapsed when the line ends.
-    def _end_line(self, *, blank: bool = False) -> None:
-        text = "".join(self.current)
-        line = text if self.pre_depth else " ".join(text.split())
-        self.current = []
-        if line:
-            if self.pending_blank and self.lines and self.lines[-1] != "":
-                self.lines.append("")
-            self.lines.append(line)
-            self.pending_blank = False
-        if blank:
-            self.pending_blank = True
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _SKIPPED_TAGS:
-            self.skip_depth += 1
-        elif tag == "br":
-            self._end_line()
-        elif tag in _BLOCK_TAGS:
-            self._end_line(blank=True)
-            if tag == "pre":
-                self.pre_depth += 1
-        elif tag == "li":
-            self._end_line()
-            self.current.append("- ")
-        elif tag in ("td", "th"):
-            self.current.append(" ")
-        elif tag == "a":
-            self.links.append((dict(attrs).get("href"), len("".join(self.current))))
-        elif tag == "img":
-            alt = dict(attrs).get("alt")
-            if alt:
-                self.current.append(alt)
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.handle_starttag(tag, attrs)
-        if tag in _SKIPPED_TAGS:
-            self.skip_depth -= 1
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in _SKIPPED_TAGS:
-            self.skip_depth = max(0, self.skip_depth - 1)
-        elif tag == "a" and self.links:
-            href, start = self.links.pop()
-            label = " ".join("".join(self.current)[start:].split())
-            if href and not href.startswith(("#", "javascript:")):
-                if not label:
-                    self.current.append(href)
-                elif label not in (href, href.removeprefix("mailto:")):
-                    self.current.append(f" ({href})")
-        elif tag in _BLOCK_TAGS:
-            if tag == "pre":
-                self.pre_depth = max(0, self.pre_depth - 1)
-            self._end_line(blank=True)
-        elif tag == "li":
-            self._end_line()
-
-    def handle_data(self, data: str) -> None:
-        if not self.skip_depth:
-            self.current.append(data)
-
-    def text(self) -> str:
-        self._end_line()
-        return "\n".join(self.lines).strip() + "\n" if self.lines else ""
-
-
-def html_to_text(html: str) -> str:
-    """A readable plain-text version of an HTML email."""
-    parser = _TextExtractor()
-    parser.feed(html)
-    parser.close()
-    return parser.text()
-
-
-# --- SMS segments ----------------------------------------------------------------------------------------
-
-# GSM 03.38: the basic character set (one septet each) and the extension table (escape + septet: two).
-_GSM7_BASIC = set(
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
-    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
-)
-_GSM7_EXTENSION = set("\f^{}\\[~]|€")
-
-
-def _is_gsm7(text: str) -> bool:
-    return all(ch in _GSM7_BASIC or ch in _GSM7_EXTENSION for ch in text)
-
-
-def _count_segments(units: list[int], single: int, multi: int) -> int:
-    """Segments for characters of the given widths; a character never straddles two segments."""
-    total = sum(units)
-    if total <= single:
-        return 1
-    segments, used = 1, 0
-    for width in units:
-        if used + width > multi:
-            segments, used = segments + 1, 0
-        used += width
-    return segments
-
-
-def sms_segments(text: str) -> tuple[int, Literal["GSM-7", "UCS-2"]]:
-    """How many SMS parts `text` is sent as, and in which encoding: GSM-7 holds 160 septets in one part and 153 per
-    part when concatenated (extension characters take two); anything else is UCS-2, 70 / 67 UTF-16 units."""
-    if _is_gsm7(text):
-        return _count_segments([2 if ch in _GSM7_EXTENSION else 1 for ch in text], 160, 153), "GSM-7"
-    units = [2 if ord(ch) > 0xFFFF else 1 for ch in text]  # astral characters (most emoji) are surrogate pairs
-    return _count_segments(units, 70, 67), "UCS-2"
 

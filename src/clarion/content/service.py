@@ -193,6 +193,8 @@ async def preview_template(session: AsyncSession, tenant_id: uuid.UUID, template
     context = rendering.build_context(
         contact, campaign=PREVIEW_CAMPAIGN | (request.campaign or {}), variables=template.variables or {},
         unsubscribe_url=f"{base_url}/t/u/preview", view_in_browser_url=f"{base_url}/t/v/preview")
+    # A stand-in like the links above: the real deep link names the tenant's bot and a per-contact token.
+    context["telegram_start_url"] = "https://t.me/preview_bot?start=preview"
     try:
         return render_template(template, context)
     except rendering.RenderError as exc:

@@ -25,7 +25,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 from clarion.config import Settings
 
@@ -69,7 +69,7 @@ class RequestFacts:
     ip: str | None
     purpose: str | None = None  # the Purpose / Sec-Purpose header, whichever came
 
-    @property
+    @cached_property  # asked for more than once per hit by the event writer
     def client_key(self) -> str:
         """A short stable name for the client (address + user agent); raw addresses are not kept twice."""
         raw = f"{self.ip or '-'}\x00{self.user_agent}".encode()

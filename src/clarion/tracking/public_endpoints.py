@@ -13,10 +13,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
+from sqlalchemy.exc import OperationalError
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from clarion.db import SessionDep
+from clarion.errors import problem
 from clarion.kit import tracking_urls
 from clarion.kit.clock import utcnow
 from clarion.tracking import service
@@ -31,17 +33,6 @@ NO_STORE = {
     "Pragma": "no-cache",
     "Expires": "0",
 }
-
-
-class _AsgiEndpoint:
-    """Marks a coroutine function as a raw ASGI app for Starlette's Route (which wraps plain functions in a
-    request/response adapter)."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, send)
 
 
 @asynccontextmanager
@@ -86,32 +77,36 @@ def _secret(request: Request) -> str:
     return request.app.state.secret_key
 
 
-# Opens and clicks are plain ASGI endpoints: no request/response objects, validation or dependency injection on
-# the hottest path of the install (every open and click of every message). Documented below with the rest.
+# Opens and clicks are the hottest path of the install (every open and click of every message), so they are
+# plain ASGI handlers: no request/response objects, validation or dependency injection. `serve_fast` answers
+# them before the app's middleware stack and router (clarion.app.ClarionApp); the routes below serve the same
+# handlers to a request that reaches the router anyway, and document them.
 
-async def _open_pixel(scope: Scope, receive: Receive, send: Send) -> None:
+async def _open_pixel(app: Any, scope: Scope, token: str, send: Send) -> None:
     # A bad token still gets the image: the response never tells whether a token is valid.
-    app = scope["app"]
-    ids = tracking_urls.parse_token(app.state.secret_key, tracking_urls.OPEN, scope["path_params"]["token"])
+    ids = tracking_urls.parse_token(app.state.secret_key, tracking_urls.OPEN, token)
     if ids is not None:
         hit = TrackedHit("open", ids[0], _scope_facts(scope), utcnow())
         recorder = recorder_for(app)
         if not recorder.offer(hit):
             await recorder.add(hit)
     await send({"type": "http.response.start", "status": 200, "headers": _GIF_HEADERS})
-    await send({"type": "http.response.body", "body": PIXEL_GIF})
+    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else PIXEL_GIF})
 
 
-async def _click(scope: Scope, receive: Receive, send: Send) -> None:
-    app = scope["app"]
-    ids = tracking_urls.parse_token(app.state.secret_key, tracking_urls.CLICK, scope["path_params"]["token"])
+async def _click(app: Any, scope: Scope, token: str, send: Send) -> None:
+    ids = tracking_urls.parse_token(app.state.secret_key, tracking_urls.CLICK, token)
     target = None
     if ids is not None:
         targets = click_targets_for(app)
-        target = targets.cached(*ids) or await targets.find(*ids)
+        try:
+            target = targets.cached(*ids) or await targets.find(*ids)
+        except OperationalError:  # the database is away and the link was not cached: say so, and when to retry
+            await _database_unavailable(scope, send)
+            return
     if target is None:
         await send({"type": "http.response.start", "status": 404, "headers": _NOT_FOUND_HEADERS})
-        await send({"type": "http.response.body", "body": _NOT_FOUND_BODY})
+        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else _NOT_FOUND_BODY})
         return
     hit = TrackedHit("click", target.recipient_id, _scope_facts(scope), utcnow(), link_id=target.link_id,
                      url=target.url)
@@ -123,24 +118,81 @@ async def _click(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
-router.routes.append(Route("/t/o/{token}.gif", _AsgiEndpoint(_open_pixel), methods=["GET", "HEAD"],
+async def _database_unavailable(scope: Scope, send: Send) -> None:
+    response = problem(503, "the link cannot be looked up right now; try again in a moment",
+                       code="database_unreachable", instance=scope["path"], headers={"Retry-After": "1", **NO_STORE})
+    await send({"type": "http.response.start", "status": 503, "headers": response.raw_headers})
+    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else response.body})
+
+
+_OPEN_PREFIX, _CLICK_PREFIX, _GIF = "/t/o/", "/t/c/", ".gif"
+
+
+def _route_path(scope: Scope) -> str:
+    """The path below the app's mount point (as Starlette's router sees it)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root):len(root) + 1] == "/":
+        return path[len(root):]
+    return path
+
+
+async def serve_fast(app: Any, scope: Scope, send: Send) -> bool:
+    """Answer a GET or HEAD of an open pixel or tracked click straight from the ASGI scope; False (nothing
+    sent) for every other request, which the app then serves as usual.
+
+    The paths matched are exactly those of the routes below (`{token}` is one non-empty path segment), so a
+    request is answered the same whichever way it comes in.
+    """
+    if scope["method"] not in ("GET", "HEAD"):
+        return False
+    path = _route_path(scope)
+    if path.startswith(_OPEN_PREFIX):
+        if not path.endswith(_GIF):
+            return False
+        token = path[len(_OPEN_PREFIX):-len(_GIF)]
+        if not token or "/" in token:
+            return False
+        await _open_pixel(app, scope, token, send)
+        return True
+    if path.startswith(_CLICK_PREFIX):
+        token = path[len(_CLICK_PREFIX):]
+        if not token or "/" in token:
+            return False
+        await _click(app, scope, token, send)
+        return True
+    return False
+
+
+class _RoutedHandler:
+    """One of the handlers above as a raw ASGI app for Starlette's Route (which would otherwise wrap a plain
+    function in its request/response adapter)."""
+
+    def __init__(self, handler: Any) -> None:
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.handler(scope["app"], scope, scope["path_params"]["token"], send)
+
+
+router.routes.append(Route("/t/o/{token}.gif", _RoutedHandler(_open_pixel), methods=["GET", "HEAD"],
                            include_in_schema=False))
-router.routes.append(Route("/t/c/{token}", _AsgiEndpoint(_click), methods=["GET", "HEAD"],
+router.routes.append(Route("/t/c/{token}", _RoutedHandler(_click), methods=["GET", "HEAD"],
                            include_in_schema=False))
 
 
-# Documentation only: the ASGI routes above match first, so these are never called.
+# Documentation only: the routes above match first, so these are never called.
 @router.get("/o/{token}.gif", summary="Open pixel", response_class=Response,
             responses={200: {"content": {"image/gif": {}}, "description": "a 1×1 GIF, no-cache; also for HEAD "
                                                                              "(a machine open)"}})
 async def open_pixel(token: str) -> Response:  # pragma: no cover - shadowed by the ASGI route
-    raise AssertionError("served by _open_pixel")
+    raise AssertionError("served by serve_fast or _open_pixel")
 
 
 @router.get("/c/{token}", summary="Tracked link redirect", response_class=Response,
             responses={302: {"description": "to the link's stored URL"}, 404: {"description": "not a valid link"}})
 async def click(token: str) -> Response:  # pragma: no cover - shadowed by the ASGI route
-    raise AssertionError("served by _click")
+    raise AssertionError("served by serve_fast or _click")
 
 
 _PAGE = """<!doctype html>

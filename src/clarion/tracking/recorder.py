@@ -1,16 +1,21 @@
 """The hot path's helpers: a batched writer for open/click events and cached click targets.
 
-A pixel or redirect must answer in microseconds, so the endpoints never wait on a write: they hand each hit to
-the `EventRecorder`, whose single task writes what is buffered every `tracking_flush_interval` (0.1 s by
+A pixel or redirect must answer in microseconds, so the endpoints do not wait on a write: they hand each hit to
+the `EventRecorder`, whose single task writes what is buffered every `tracking_flush_interval` (0.25 s by
 default), or at once when a full batch is waiting, each batch in one transaction with a constant number of
-statements (campaign.sending.record_events). Events are durable within about that interval; a clean shutdown
-(the public router's lifespan) flushes what is left. A process killed outright loses at most the hits of the
-last interval — the price of not holding a database transaction per pixel.
+statements (campaign.sending.record_events). A clean shutdown (the public router's lifespan) flushes what is
+left. A process killed outright loses at most the hits not yet written — the price of not holding a database
+transaction per pixel.
 
-The buffer is bounded. When it is full (the database is away or slower than the traffic) a request waits for
-room, up to `full_wait` seconds, which slows the senders of hits down rather than growing memory without end;
-each wait is counted (`waited`). Only a hit that still finds no room after that is dropped, counted (`dropped`)
-and logged — never silently.
+Events are durable within about a second, also under a load the process cannot keep up with: the writer shares
+the event loop (and, on SQLite, the GIL) with the requests, and left alone it falls behind them. When the
+oldest hit waiting has waited `max_lag` seconds, the request that brings the next hit waits (at most
+`max_lag`) for the writer to commit a batch before it answers, so the senders of hits slow down to what can be
+written instead of the backlog growing; each such wait is counted (`slowed`). Nothing is dropped for that.
+
+The buffer is also bounded. When it is full (the database is away) a request waits for room, up to `full_wait`
+seconds; each wait is counted (`waited`). Only a hit that still finds no room after that is dropped, counted
+(`dropped`) and logged — never silently.
 
 Both classes own their transactions, like a request edge or the job runner.
 """
@@ -36,28 +41,40 @@ from clarion.tracking.service import ClickTarget, LinkTarget, TrackedHit
 logger = logging.getLogger("clarion.tracking")
 
 CAPACITY = 50_000     # hits held in memory before a request must wait for the writer
-BATCH_SIZE = 500      # hits per transaction; also keeps each write's CPU slice on the event loop short
+BATCH_SIZE = 1000     # hits that wake the writer before its interval is up (larger batches cost less a hit)
+BACKLOG_BATCH = 2000  # most hits per transaction; also bounds each write's CPU slice on the event loop
+MAX_LAG = 0.5         # seconds the oldest waiting hit may wait before requests are slowed down to the writer
+                      # (at least two flush intervals, so a writer on time never slows anyone)
+KNOWN_CLIENTS = 50_000  # (contact, client) pairs remembered as already stored: readers reopen on the same device
 FULL_WAIT = 2.0       # seconds a request waits for room in a full buffer before its hit is dropped (and counted)
 RETRY_DELAY = 0.5     # seconds before the writer tries again after the database failed
 
 
 class EventRecorder:
     def __init__(self, database: Database, settings: Settings, *, capacity: int = CAPACITY,
-                 batch_size: int = BATCH_SIZE, full_wait: float = FULL_WAIT) -> None:
+                 batch_size: int = BATCH_SIZE, backlog_batch: int = BACKLOG_BATCH, max_lag: float | None = None,
+                 full_wait: float = FULL_WAIT) -> None:
         self.database = database
         self.interval = settings.tracking_flush_interval
         self.rules = MachineRules.from_settings(settings)
         self.capacity = capacity
         self.batch_size = batch_size
+        self.backlog_batch = max(backlog_batch, batch_size)
+        self.max_lag = max_lag if max_lag is not None else max(MAX_LAG, 2 * self.interval)
         self.full_wait = full_wait
-        self._buffer: deque[TrackedHit] = deque()
+        # (time.monotonic() when buffered, hit), oldest first
+        self._buffer: deque[tuple[float, TrackedHit]] = deque()
         self._flush_lock = asyncio.Lock()
         self._batch_ready = asyncio.Event()
         self._room = asyncio.Event()
+        self._committed = asyncio.Event()  # replaced by a fresh one after each committed batch
         self._task: asyncio.Task[None] | None = None
+        self._failing = False  # the last write failed: waiting would not help the writer, so nobody waits
+        self._known_clients = _LRU(KNOWN_CLIENTS)  # pairs committed as seen (tracking_clients), True
         self.on_written: list[Any] = []  # callbacks(RecordedHits) after each committed batch
         self.written = 0   # events committed
         self.flushes = 0   # transactions committed
+        self.slowed = 0    # requests that waited for the writer to catch up (their hits were kept)
         self.waited = 0    # requests that found the buffer full and waited for room
         self.dropped = 0   # hits lost: no room after full_wait, or a hit that fails even when written alone
 
@@ -65,31 +82,61 @@ class EventRecorder:
     def buffered(self) -> int:
         return len(self._buffer)
 
+    @property
+    def failing(self) -> bool:
+        """Whether the writer's last attempt failed (it retries every RETRY_DELAY)."""
+        return self._failing
+
+    @property
+    def lag(self) -> float:
+        """Seconds the oldest hit still waiting for the writer has waited (0 when none is)."""
+        return time.monotonic() - self._buffer[0][0] if self._buffer else 0.0
+
     def offer(self, hit: TrackedHit) -> bool:
-        """Buffer the hit if there is room (the common case: no await on the request path)."""
-        if len(self._buffer) >= self.capacity:
+        """Buffer the hit when that needs no wait (the common case: no await on the request path): there is room
+        and the writer is not behind. False, and nothing buffered, otherwise; then `add` it."""
+        buffer = self._buffer
+        now = time.monotonic()
+        if len(buffer) >= self.capacity or (buffer and now - buffer[0][0] > self.max_lag):
             return False
-        self._buffer.append(hit)
+        self._append(now, hit)
+        return True
+
+    def _append(self, now: float, hit: TrackedHit) -> None:
+        self._buffer.append((now, hit))
         if len(self._buffer) >= self.batch_size:
             self._batch_ready.set()
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name="clarion-tracking-recorder")
-        return True
 
     async def add(self, hit: TrackedHit) -> None:
-        """Buffer the hit, waiting up to `full_wait` for room when the buffer is full."""
+        """Buffer the hit; when the writer is behind, wait (at most max_lag) for it to commit a batch first, and
+        when the buffer is full, wait up to `full_wait` for room."""
         if self.offer(hit):
+            return
+        if len(self._buffer) < self.capacity:
+            self._append(time.monotonic(), hit)
+            if self._failing:
+                return
+            self.slowed += 1
+            self._batch_ready.set()  # make sure the writer is working on it, not sleeping
+            committed = self._committed
+            try:
+                await asyncio.wait_for(committed.wait(), self.max_lag)
+            except TimeoutError:
+                pass
             return
         self.waited += 1
         deadline = time.monotonic() + self.full_wait
         while (left := deadline - time.monotonic()) > 0:
             self._room.clear()
-            self._batch_ready.set()  # make sure the writer is working on it, not sleeping
+            self._batch_ready.set()
             try:
                 await asyncio.wait_for(self._room.wait(), left)
             except TimeoutError:
                 break
-            if self.offer(hit):
+            if len(self._buffer) < self.capacity:
+                self._append(time.monotonic(), hit)
                 return
         self.dropped += 1
         if self.dropped == 1 or self.dropped % 1000 == 0:
@@ -106,9 +153,11 @@ class EventRecorder:
             self._batch_ready.clear()
             try:
                 await self.flush()
+                self._failing = False
             except asyncio.CancelledError:
                 raise
             except Exception:  # the writer must outlive any one bad batch
+                self._failing = True
                 logger.exception("tracking: writing events failed; retrying")
                 await asyncio.sleep(RETRY_DELAY)
 
@@ -117,13 +166,16 @@ class EventRecorder:
         written = 0
         async with self._flush_lock:
             while self._buffer:
-                count = min(len(self._buffer), self.batch_size)
-                batch = [self._buffer.popleft() for _ in range(count)]
+                # A transaction costs a fixed number of database round trips, each of which waits its turn on a
+                # busy event loop, so a writer that has fallen behind catches up in larger transactions.
+                count = min(len(self._buffer), self.backlog_batch)
+                entries = [self._buffer.popleft() for _ in range(count)]
+                batch = [hit for _, hit in entries]
                 try:
                     written += await self._write(batch)
                 except OperationalError:
                     # The database is away (or locked past its timeout): keep the hits, in order, for next time.
-                    self._buffer.extendleft(reversed(batch))
+                    self._buffer.extendleft(reversed(entries))
                     raise
                 except Exception:  # noqa: BLE001 - isolate the bad hit rather than lose the batch
                     written += await self._write_one_by_one(batch)
@@ -134,9 +186,13 @@ class EventRecorder:
 
     async def _write(self, batch: list[TrackedHit]) -> int:
         async with self.database.transaction() as session:
-            recorded = await service.record_hits(session, batch, self.rules)
+            recorded = await service.record_hits(session, batch, self.rules, known_clients=self._known_clients)
+        for client in recorded.clients:  # committed: stored as seen from now on
+            self._known_clients.put(client, True)
         self.written += recorded.count
         self.flushes += 1
+        committed, self._committed = self._committed, asyncio.Event()
+        committed.set()
         for callback in self.on_written:
             callback(recorded)
         return recorded.count

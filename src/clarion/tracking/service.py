@@ -8,6 +8,7 @@ loop owns the transaction.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Container
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -59,38 +60,48 @@ def _hit_metadata(hit: TrackedHit, flags: dict[str, object]) -> dict[str, Any]:
 class RecordedHits:
     count: int  # hits recorded (those of deleted recipients are dropped)
     campaigns: dict[int, tuple[uuid.UUID, uuid.UUID]]  # recipient id → (tenant id, campaign id) of those seen
+    # (contact id, client key) of each client the batch saw make a human event: stored as seen once it commits
+    clients: list[tuple[uuid.UUID, str]] = field(default_factory=list)
 
 
-async def record_hits(session: AsyncSession, hits: list[TrackedHit], rules: MachineRules) -> RecordedHits:
+async def record_hits(session: AsyncSession, hits: list[TrackedHit], rules: MachineRules, *,
+                      known_clients: Container[tuple[uuid.UUID, str]] = ()) -> RecordedHits:
     """Record a batch of opens and clicks in order, set-based: a constant number of statements per batch.
 
     Clients of human events are remembered per contact, so a later fast click from the same device passes.
+    `known_clients` holds (contact id, client key) pairs already stored as seen (the caller's memory of earlier
+    batches, RecordedHits.clients): they are neither looked up nor written again.
     """
-    refs = await sending.get_recipient_refs(session, {hit.recipient_id for hit in hits})
-    hasty = {(ref.contact_id, hit.facts.client_key) for hit in hits if hit.kind == "click"
-             and (ref := refs.get(hit.recipient_id)) is not None and rules.is_hasty(ref.sent_at, hit.occurred_at)}
+    # Locked and read once, for the verdicts here and for record_events below.
+    states = await sending.lock_event_states(session, {hit.recipient_id for hit in hits})
+    hasty = {(state["contact_id"], hit.facts.client_key) for hit in hits if hit.kind == "click"
+             and (state := states.get(hit.recipient_id)) is not None
+             and rules.is_hasty(state["sent_at"], hit.occurred_at)}
     seen = SeenClients(session)
-    known = await seen.seen_among(hasty)
+    known = {client for client in hasty if client in known_clients}
+    known |= await seen.seen_among(hasty - known)
+    owners = {rid: (state["tenant_id"], state["campaign_id"]) for rid, state in states.items()}
     remembered: dict[tuple[uuid.UUID, str], tuple[uuid.UUID, uuid.UUID, str, datetime]] = {}
     events: list[sending.EventInput] = []
     for hit in hits:
-        ref = refs.get(hit.recipient_id)
-        if ref is None:
+        state = states.get(hit.recipient_id)
+        if state is None:
             continue
-        client = (ref.contact_id, hit.facts.client_key)
+        tenant_id, campaign_id = owners[hit.recipient_id]
+        client = (state["contact_id"], hit.facts.client_key)
         if hit.kind == "open":
             verdict = rules.classify_open(hit.facts)
         else:
-            verdict = rules.classify_click(hit.facts, sent_at=ref.sent_at, clicked_at=hit.occurred_at,
+            verdict = rules.classify_click(hit.facts, sent_at=state["sent_at"], clicked_at=hit.occurred_at,
                                            client_seen=client in known or client in remembered)
-        events.append(sending.EventInput(ref.tenant_id, ref.campaign_id, ref.id,
+        events.append(sending.EventInput(tenant_id, campaign_id, hit.recipient_id,
                                          "opened" if hit.kind == "open" else "clicked", hit.occurred_at,
                                          _hit_metadata(hit, verdict.flags())))
         if not verdict.machine:
-            remembered.setdefault(client, (ref.tenant_id, client[0], client[1], hit.occurred_at))
-    await sending.record_events(session, events)
-    await seen.remember(remembered.values())
-    return RecordedHits(len(events), {rid: (ref.tenant_id, ref.campaign_id) for rid, ref in refs.items()})
+            remembered.setdefault(client, (tenant_id, client[0], client[1], hit.occurred_at))
+    await sending.record_events(session, events, locked=states)
+    await seen.remember(row for client, row in remembered.items() if client not in known_clients)
+    return RecordedHits(len(events), owners, list(remembered))
 
 
 @dataclass(frozen=True)
@@ -184,8 +195,7 @@ def _mask(address: str | None) -> str | None:
 
 async def _subscription_status(session: AsyncSession, tenant_id: uuid.UUID, contact_id: uuid.UUID,
                                channel: str) -> str | None:
-    contact = await audience.get_contact(session, tenant_id, contact_id)
-    return next((s.status for s in contact.subscriptions if s.channel == channel), None)
+    return await audience.subscription_status(session, tenant_id, contact_id, channel)
 
 
 async def unsubscribe_view(session: AsyncSession, recipient_id: int) -> UnsubscribeView | None:

@@ -1,19 +1,23 @@
-"""Worker work of the tracking domain: polling the bounce Maildir (when Settings.bounce_maildir is set).
+"""Worker work of the tracking domain: polling the bounce Maildir (when Settings.bounce_maildir is set), and purging
+provider webhook calls past their retention.
 
-A loop rather than a tick because each message is applied in its own transaction and only then marked done
-in the Maildir: a crash in between re-applies a message, it never loses one.
+The Maildir is polled by a loop rather than a tick because each message is applied in its own transaction and only
+then marked done in the Maildir: a crash in between re-applies a message, it never loses one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 from pathlib import Path
 
-from clarion.config import Settings
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clarion.config import Settings, get_settings
 from clarion.db import Database
-from clarion.tracking import maildir, service
-from clarion.worker import register_loop
+from clarion.tracking import maildir, service, webhooks_service
+from clarion.worker import register_loop, register_tick
 
 logger = logging.getLogger("clarion.tracking")
 
@@ -55,3 +59,13 @@ async def poll_bounce_maildir(database: Database, settings: Settings, stop: asyn
 
 
 register_loop("tracking.bounce_maildir", poll_bounce_maildir)
+
+
+async def purge_webhook_calls(session: AsyncSession) -> None:
+    """Raw webhook bodies are kept for audit only so long (CLARION_WEBHOOK_RETENTION_DAYS)."""
+    removed = await webhooks_service.purge_calls(session, retention_days=get_settings().webhook_retention_days)
+    if removed:
+        logger.info("purged %d webhook call(s) past their retention", removed)
+
+
+register_tick("tracking.purge_webhook_calls", timedelta(hours=1), purge_webhook_calls)

@@ -1,0 +1,86 @@
+"""Queries behind what providers report about sent messages (campaign.delivery_reports).
+
+Scoped by the tenant the reporting channel account belongs to: a provider message id or a recipient id echoed
+by one tenant's account never reaches another tenant's recipients.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clarion.models import Campaign, CampaignRecipient
+
+R = CampaignRecipient
+_CHUNK = 1000  # values per IN list: well under SQLite's bound-parameter limit
+
+
+@dataclass(frozen=True, slots=True)
+class ReportedRow:
+    id: int
+    tenant_id: uuid.UUID
+    campaign_id: uuid.UUID
+    contact_id: uuid.UUID
+    channel: str
+    status: str
+    provider_message_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryRow:
+    id: int
+    campaign_id: uuid.UUID
+    retry_count: int
+    scheduled_send_date: date | None
+    max_attempts: int
+    campaign_status: str
+
+
+_REPORTED = (R.id, R.tenant_id, R.campaign_id, R.contact_id, Campaign.channel, R.status, R.provider_message_id)
+
+
+async def _reported(session: AsyncSession, tenant_id: uuid.UUID, column: Any, values: list[Any]) -> list[ReportedRow]:
+    found: list[ReportedRow] = []
+    for at in range(0, len(values), _CHUNK):
+        # (tenant_id, provider_message_id) or the primary key answers it. No ORDER BY: SQLite would rather walk
+        # the tenant's whole ix_..._tenant_id (rows come out in id order) than sort the few rows found.
+        stmt = (select(*_REPORTED).join(Campaign, Campaign.id == R.campaign_id)
+                .where(R.tenant_id == tenant_id, column.in_(values[at:at + _CHUNK])))
+        found.extend(ReportedRow(*row) for row in (await session.execute(stmt)).all())
+    return sorted(found, key=lambda row: row.id)
+
+
+async def by_provider_message_ids(session: AsyncSession, tenant_id: uuid.UUID,
+                                  provider_message_ids: list[str]) -> list[ReportedRow]:
+    return await _reported(session, tenant_id, R.provider_message_id, provider_message_ids)
+
+
+async def by_ids(session: AsyncSession, tenant_id: uuid.UUID, recipient_ids: list[int]) -> list[ReportedRow]:
+    return await _reported(session, tenant_id, R.id, recipient_ids)
+
+
+async def still_sent(session: AsyncSession, ids: list[int]) -> list[RetryRow]:
+    """The given recipients that are still `sent`, with what the retry rule needs. The caller holds their locks
+    (sending_repository.lock_recipients) so nothing moves them before requeue() writes."""
+    stmt = (select(R.id, R.campaign_id, R.retry_count, R.scheduled_send_date, Campaign.max_attempts, Campaign.status)
+            .join(Campaign, Campaign.id == R.campaign_id)
+            .where(R.id.in_(ids), R.status == "sent").order_by(R.id))
+    return [RetryRow(*row) for row in (await session.execute(stmt)).all()]
+
+
+async def requeue(session: AsyncSession, rows: list[dict[str, Any]], *, now: datetime) -> None:
+    """rows: {"rid", "reason", "retry_at"}: a sent message the provider gave up on for now goes back to pending,
+    one more attempt counted, unsent again (sent_at cleared: the `sent` counter follows it)."""
+    if not rows:
+        return
+    table = R.__table__
+    stmt = (update(table).where(table.c.id == bindparam("rid"), table.c.status == "sent")
+            .values(status="pending", retry_count=table.c.retry_count + 1, send_after=bindparam("retry_at"),
+                    sent_at=None, failure_reason=bindparam("reason"), lease_owner=None, lease_expires_at=None,
+                    updated_at=now))
+    await session.execute(stmt, rows)
