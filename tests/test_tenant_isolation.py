@@ -7,6 +7,7 @@ is listed here with an object of tenant A's and a valid body.
 from __future__ import annotations
 
 import re
+import secrets
 from datetime import timedelta
 
 import httpx
@@ -17,6 +18,8 @@ from clarion.delivery.channels.base import EmailPayload, OutgoingMessage
 from clarion.delivery.email_message import build_email
 from clarion.delivery.outbox_service import DatabaseOutboxIndex, outbox_provider
 from clarion.kit.clock import utcnow
+from clarion.sandbox import twilio as twilio_sandbox
+from clarion.sandbox.webpush import PushService
 from tests.conftest import make_tenant
 
 PARAM = re.compile(r"\{(\w+)\}")
@@ -38,6 +41,17 @@ async def _objects_of_tenant_a(api: httpx.AsyncClient, db: Database, settings: S
         "name": "A smtp", "channel": "email", "provider": "smtp",
         "config": {"host": "127.0.0.1", "port": 2525, "security": "none"}}))
     suppression = ok(await api.post("/api/v1/suppressions", json={"channel": "email", "addresses": ["a@example.com"]}))
+    browser = PushService().subscribe("https://push.example").to_json()
+    push = ok(await api.post("/api/v1/push/subscriptions", json={
+        "contact_id": contact["id"], "endpoint": browser["endpoint"], "keys": browser["keys"]}))
+    sid, token = "AC" + secrets.token_hex(16), secrets.token_hex(16)
+    ok(await api.post("/api/v1/channels", json={
+        "name": "A twilio", "channel": "sms", "provider": "twilio",
+        "config": {"account_sid": sid, "auth_token": token, "from_number": "+15005550006"}}))
+    headers, body = twilio_sandbox.inbound_message(f"{settings.base_url}/webhooks/twilio/inbound", account_sid=sid,
+                                                   auth_token=token, sender="+14155550123", body="HELP")
+    assert (await api.post("/webhooks/twilio/inbound", content=body, headers=headers)).status_code == 200
+    webhook_call = ok(await api.get("/api/v1/webhook-calls", params={"provider": "twilio"}))["items"][0]
     raw = build_email(from_addr="a@shop.example", to_addr="x@example.com", subject="S", html="<p>x</p>", text="x",
                       list_unsubscribe_url="https://clarion.test/t/u/x", message_id_domain="shop.example")
     sent = await outbox_provider(DatabaseOutboxIndex(db), settings.data_dir, api.tenant.id).send([  # type: ignore[attr-defined]
@@ -45,7 +59,9 @@ async def _objects_of_tenant_a(api: httpx.AsyncClient, db: Database, settings: S
                         payload=EmailPayload(raw=raw, envelope_from="a@shop.example", envelope_to=("x@example.com",)))])
     return {"contact_id": contact["id"], "segment_id": segment["id"], "template_id": template["id"],
             "campaign_id": campaign["id"], "key_id": key["id"], "channel_id": channel["id"],
-            "entry_id": sent[0].provider_message_id or "", "suppression_id": suppression["items"][0]["id"]}
+            "entry_id": sent[0].provider_message_id or "", "suppression_id": suppression["items"][0]["id"],
+            "call_id": str(webhook_call["id"]),
+            "subscription_id": push["id"]}
 
 
 def _body(method: str, path: str, ids: dict[str, str]) -> dict | None:
@@ -94,3 +110,5 @@ async def test_tenant_b_gets_404_for_every_object_of_tenant_a(api: httpx.AsyncCl
     assert (await api.get(f"/api/v1/segments/{ids['segment_id']}/count")).json()["count"] == 0
     suppressed = await api.post("/api/v1/suppressions/check", json={"channel": "email", "address": "a@example.com"})
     assert suppressed.json()["suppression_id"] == ids["suppression_id"]
+    assert (await api.get(f"/api/v1/push/subscriptions/{ids['subscription_id']}")).status_code == 200
+    assert (await api.get(f"/api/v1/webhook-calls/{ids['call_id']}")).status_code == 200

@@ -33,7 +33,9 @@ class Settings(BaseSettings):
     job_retention_days: int = 7
     # Tracking (clarion.tracking). Open/click events are buffered in-process and written in one transaction
     # per interval, so the public endpoints answer without waiting on the database; shutdown flushes the buffer.
-    tracking_flush_interval: float = 0.1
+    # Each transaction has a fixed cost, so longer intervals write more cheaply per event (measured on SQLite:
+    # 82 µs an event in batches of 300, 60 in batches of 750) and later: events are durable within ~2 intervals.
+    tracking_flush_interval: float = 0.25
     # A click this many seconds or sooner after the send, from a client never seen for that contact, is a
     # link scanner's (rules: clarion.tracking.machine).
     tracking_scanner_click_seconds: float = 10.0
@@ -47,6 +49,11 @@ class Settings(BaseSettings):
     bounce_poll_interval: float = 60.0
     soft_bounce_threshold: int = 3
     soft_bounce_window_days: int = 7
+    # Provider webhook calls (their raw bodies, for audit) are kept this many days, then purged by the worker.
+    webhook_retention_days: int = 30
+    # Serve the WhatsApp and Twilio sandboxes under /sandbox/ (clarion.sandbox.builtin), for `clarion demo`. Off by
+    # default: a sandbox answers anyone as the provider would, which a production install must never expose.
+    sandbox_providers: bool = False
 
     @field_validator("base_url")
     @classmethod

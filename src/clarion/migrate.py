@@ -12,6 +12,7 @@ from sqlalchemy import create_engine, pool
 
 from clarion.config import to_sync_url
 from clarion.db import MIGRATIONS_DIR
+from clarion.models.campaign_events import is_event_partition
 
 
 def alembic_config(url: str) -> Config:
@@ -19,6 +20,12 @@ def alembic_config(url: str) -> Config:
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", to_sync_url(url).replace("%", "%%"))
     return cfg
+
+
+def include_name(name: str | None, type_: str, parent_names: dict[str, str | None]) -> bool:
+    """Alembic's include_name hook: what autogenerate compares. The event log's monthly partitions (PostgreSQL)
+    are storage created at run time, not tables the models describe, so they are neither added nor dropped."""
+    return not (type_ == "table" and name is not None and is_event_partition(name))
 
 
 def upgrade(url: str, revision: str = "head") -> None:

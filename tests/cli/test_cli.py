@@ -51,3 +51,14 @@ def test_serve_refuses_unmigrated_postgres(pg_url: str) -> None:
     finally:
         with psycopg.connect(admin_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_vapid_keys_prints_a_pair_a_webpush_channel_takes(tmp_path: Path) -> None:
+    from clarion.delivery.channels.webpush import WebPushConfig
+
+    result = run(["vapid-keys"], {"CLARION_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    keys = json.loads(result.stdout)
+    config = WebPushConfig.model_validate({**keys, "vapid_subject": "mailto:ops@shop.example"})
+    assert config.vapid_public_key == keys["vapid_public_key"]
+    assert not (tmp_path / "clarion.db").exists()  # nothing stored

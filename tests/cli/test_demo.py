@@ -35,17 +35,23 @@ async def test_demo_seeds_a_tenant_whose_newsletter_is_running(tmp_path: Path) -
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://demo",
                                      headers={"Authorization": f"Bearer {key}"}) as api:
             campaigns = (await api.get("/api/v1/campaigns")).json()["items"]
-            assert {c["name"] for c in campaigns} == {"Summer Sale 2025", "November newsletter", "Flash sale SMS"}
-            assert {c["status"] for c in campaigns} == {"scheduled", "running"}
+            assert {c["name"]: c["status"] for c in campaigns} == {
+                "Summer Sale 2025": "running", "November newsletter": "running", "Flash sale SMS": "scheduled",
+                "Back in stock SMS": "running"}
+            channels = (await api.get("/api/v1/channels")).json()["items"]
+            assert {(c["channel"], c["provider"]) for c in channels} >= {("whatsapp", "whatsapp"), ("sms", "twilio"),
+                                                                          ("email", "outbox")}
             stats = (await api.get(f"/api/v1/campaigns/{watched}/stats")).json()
             assert stats["status"] == "running" and stats["total_target"] > 0
             assert len((await api.get("/api/v1/segments")).json()["items"]) == 4
-            assert len((await api.get("/api/v1/templates")).json()["items"]) == 3
+            assert len((await api.get("/api/v1/templates")).json()["items"]) == 4
             contacts = (await api.get("/api/v1/contacts", params={"limit": 500})).json()["items"]
             assert len(contacts) == 300
     finally:
         await db.dispose()
 
+    # The banner says how to watch the WhatsApp and SMS campaigns too, on every run.
+    assert re.search(r"WhatsApp:.*campaigns/[0-9a-f-]{36}/stats", out) and re.search(r"SMS:.*/stats", out)
     again = _demo(tmp_path)
     second_key = re.search(r"API key:\s+(clk_\S+)", again).group(1)  # type: ignore[union-attr]
-    assert second_key != key and watched in again
+    assert second_key != key and watched in again and "WhatsApp:" in again

@@ -17,6 +17,7 @@ import httpx
 from clarion.config import Settings
 from clarion.db import Database
 from clarion.kit.clock import utcnow
+from clarion.sandbox import builtin as sandboxes
 from clarion.tenancy import service as tenancy
 from clarion.tenancy.schemas import ApiKeyCreate
 
@@ -38,6 +39,9 @@ class DemoTenant:
     api_key: str
     seeded: bool
     sending_campaign_id: str | None = None
+    # Sending through the built-in WhatsApp and Twilio sandboxes: their statuses arrive by webhook.
+    whatsapp_campaign_id: str | None = None
+    sms_campaign_id: str | None = None
 
 
 def contacts_csv(count: int, seed: int = 7) -> str:
@@ -67,7 +71,9 @@ async def ensure_demo_tenant(settings: Settings, db: Database) -> DemoTenant:
             try:
                 await tenancy.get_tenant(session, tenant_id)
                 _, key = await tenancy.create_api_key(session, tenant_id, ApiKeyCreate(name="demo"))
-                return DemoTenant(tenant_id, key, seeded=True, sending_campaign_id=saved.get("sending_campaign_id"))
+                return DemoTenant(tenant_id, key, seeded=True, sending_campaign_id=saved.get("sending_campaign_id"),
+                                  whatsapp_campaign_id=saved.get("whatsapp_campaign_id"),
+                                  sms_campaign_id=saved.get("sms_campaign_id"))
             except Exception:  # noqa: BLE001 - the database was reset: seed a new tenant
                 pass
         tenant = await tenancy.create_tenant(session, "Demo Shop", plan="business", default_region="US")
@@ -78,7 +84,9 @@ async def ensure_demo_tenant(settings: Settings, db: Database) -> DemoTenant:
 def remember_demo(settings: Settings, demo: DemoTenant) -> None:
     marker = settings.data_dir / DEMO_MARKER
     marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"tenant_id": str(demo.tenant_id), "sending_campaign_id": demo.sending_campaign_id}))
+    marker.write_text(json.dumps({"tenant_id": str(demo.tenant_id), "sending_campaign_id": demo.sending_campaign_id,
+                                  "whatsapp_campaign_id": demo.whatsapp_campaign_id,
+                                  "sms_campaign_id": demo.sms_campaign_id}))
 
 
 def _ok(response: httpx.Response) -> Any:
@@ -88,8 +96,9 @@ def _ok(response: httpx.Response) -> Any:
     return response.json() if response.content else None
 
 
-async def seed(api: httpx.AsyncClient, contacts: int = 5000) -> dict[str, Any]:
-    """Contacts, segments, templates and campaigns, all through /api/v1."""
+async def seed(api: httpx.AsyncClient, contacts: int = 5000, *, base_url: str) -> dict[str, Any]:
+    """Contacts, segments, templates, channels and campaigns, all through /api/v1. `base_url`: where the app that
+    serves the built-in sandboxes (settings.sandbox_providers) is reachable."""
     imported = _ok(await api.post("/api/v1/contacts/import",
                                   files={"file": ("contacts.csv", contacts_csv(contacts), "text/csv")}))
     premium = _ok(await api.post("/api/v1/segments", json={
@@ -128,12 +137,24 @@ async def seed(api: httpx.AsyncClient, contacts: int = 5000) -> dict[str, Any]:
             {"type": "body", "parameters": [{"type": "text", "text": "{{ contact.first_name }}"},
                                             {"type": "text", "text": "30%"}]}]}}))
 
+    restock = _ok(await api.post("/api/v1/templates", json={
+        "name": "Back in stock SMS", "channel": "sms",
+        "body_text": "{{ contact.first_name }}, the {{ item }} you liked is back in stock. Reply STOP to opt out.",
+        "variables": {"item": "linen shirt"}}))
+
+    # WhatsApp and SMS go through the sandboxes this app serves; their delivered/read webhooks come back to it.
+    whatsapp_account = _ok(await api.post("/api/v1/channels", json=sandboxes.whatsapp_channel(base_url)))
+    twilio_account = _ok(await api.post("/api/v1/channels", json=sandboxes.twilio_channel(base_url)))
+
+    # Seed 002's example, starting today: 250 a day, the rest on the following days.
     summer = _ok(await api.post("/api/v1/campaigns", json={
         "name": "Summer Sale 2025", "description": "Promotional campaign for summer sale",
         "template_name": "summer_sale_promo", "language_code": "en_US", "daily_send_limit": 250, "priority": 5,
-        "template_id": whatsapp["id"], "target_audience": {"customer_tier": "premium"}}))
+        "template_id": whatsapp["id"], "target_audience": {"customer_tier": "premium"},
+        "channel_config_id": whatsapp_account["id"]}))
     _ok(await api.post(f"/api/v1/campaigns/{summer['id']}/recipients", params={"use_target_audience": "true"}))
-    _ok(await api.post(f"/api/v1/campaigns/{summer['id']}/activate"))
+    _ok(await api.post(f"/api/v1/campaigns/{summer['id']}/activate",
+                       params={"start_date": utcnow().date().isoformat()}))
 
     # The built-in outbox writes .eml files under the data dir; 20 messages/s so stats visibly move for a minute.
     outbox = _ok(await api.post("/api/v1/channels", json={
@@ -149,11 +170,22 @@ async def seed(api: httpx.AsyncClient, contacts: int = 5000) -> dict[str, Any]:
 
     flash = _ok(await api.post("/api/v1/campaigns", json={
         "name": "Flash sale SMS", "channel": "sms", "type": "scheduled", "template_id": sms["id"],
-        "filter": {"field": "phone", "op": "exists", "value": True}, "daily_send_limit": 1000}))
+        "filter": {"field": "phone", "op": "exists", "value": True}, "daily_send_limit": 1000,
+        "channel_config_id": twilio_account["id"]}))
     _ok(await api.post(f"/api/v1/campaigns/{flash['id']}/recipients", params={"use_target_audience": "true"}))
     _ok(await api.post(f"/api/v1/campaigns/{flash['id']}/schedule",
                        json={"scheduled_at": (utcnow() + timedelta(days=1)).isoformat()}))
-    return {"contacts": imported, "campaigns": [summer["id"], news["id"], flash["id"]], "sending": news["id"]}
+
+    back_in_stock = _ok(await api.post("/api/v1/campaigns", json={
+        # Above the newsletter's priority: claims go by priority, so it goes out now rather than after the newsletter.
+        "name": "Back in stock SMS", "channel": "sms", "template_id": restock["id"], "priority": 8,
+        "channel_config_id": twilio_account["id"],
+        "filter": {"all": [{"field": "phone", "op": "exists", "value": True},
+                           {"field": "attributes.city", "op": "eq", "value": "New York"}]}}))
+    _ok(await api.post(f"/api/v1/campaigns/{back_in_stock['id']}/recipients", params={"use_target_audience": "true"}))
+    _ok(await api.post(f"/api/v1/campaigns/{back_in_stock['id']}/start"))
+    return {"contacts": imported, "campaigns": [summer["id"], news["id"], flash["id"], back_in_stock["id"]],
+            "sending": news["id"], "whatsapp": summer["id"], "sms": back_in_stock["id"]}
 
 
 def print_banner(console: Any, url: str, demo: DemoTenant, data_dir: Path) -> None:
@@ -166,5 +198,11 @@ def print_banner(console: Any, url: str, demo: DemoTenant, data_dir: Path) -> No
         console.print(f"  Watch:    curl -H 'Authorization: Bearer {demo.api_key}' "
                       f"{url}/api/v1/campaigns/{demo.sending_campaign_id}/stats   (sending into {url}/api/v1/outbox)",
                       soft_wrap=True)
+    for label, campaign_id, moving in (("WhatsApp", demo.whatsapp_campaign_id, "delivered and read"),
+                                       ("SMS", demo.sms_campaign_id, "delivered")):
+        if campaign_id:
+            console.print(f"  {label + ':':<9} curl -H 'Authorization: Bearer {demo.api_key}' "
+                          f"{url}/api/v1/campaigns/{campaign_id}/stats   ({moving} arrive from the built-in "
+                          f"sandbox's webhooks)", soft_wrap=True)
     console.print(f"  Data:     {data_dir.resolve()}")
     console.print()

@@ -96,6 +96,8 @@ def _log_to_stderr() -> None:
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request at INFO: a line per message sent and per status webhook a sandbox posts.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 async def _run_worker(concurrency: int | None) -> None:
@@ -149,6 +151,16 @@ async def _create_tenant(name: str, plan: str, default_region: str | None) -> tu
         await db.dispose()
 
 
+@app.command("vapid-keys")
+def vapid_keys() -> None:
+    """Print a fresh VAPID key pair (Web Push) as JSON, ready for the config of a webpush channel:
+    POST /api/v1/channels {"channel": "push", "provider": "webpush", "config": {…these keys…, "vapid_subject":
+    "mailto:you@example.com"}}. Nothing is stored: keep the private key as you would a password."""
+    from clarion.delivery.channels.webpush import generate_vapid_keys
+
+    print(json.dumps(generate_vapid_keys(), indent=2))
+
+
 @app.command()
 def demo(
     host: str = typer.Option("127.0.0.1"),
@@ -157,11 +169,16 @@ def demo(
     serve_after: bool = typer.Option(True, "--serve/--no-serve", help="Serve the API after seeding"),
 ) -> None:
     """Migrate, seed a demo tenant (contacts, segments, templates, campaigns), print the URL and a key, serve."""
+    import os
+
     import uvicorn
 
     from clarion.app import create_app
 
     _default_base_url(host, port)
+    # The demo's WhatsApp and SMS channels send through the sandboxes the server mounts under /sandbox/.
+    os.environ["CLARION_SANDBOX_PROVIDERS"] = "true"
+    get_settings.cache_clear()
     _ensure_schema()
     settings = get_settings()
     demo_tenant = asyncio.run(_seed_demo(contacts))
@@ -191,8 +208,9 @@ async def _seed_demo(contacts: int):  # type: ignore[no-untyped-def]
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=settings.base_url,
                                          headers=headers, timeout=300) as api:
                 with console.status(f"Seeding the demo tenant: {contacts} contacts, segments, templates, campaigns…"):
-                    seeded = await seed(api, contacts)
+                    seeded = await seed(api, contacts, base_url=settings.base_url)
             demo_tenant.sending_campaign_id = seeded["sending"]
+            demo_tenant.whatsapp_campaign_id, demo_tenant.sms_campaign_id = seeded["whatsapp"], seeded["sms"]
             remember_demo(settings, demo_tenant)
         return demo_tenant
     finally:
