@@ -47,8 +47,8 @@ async def whatsapp_account(api: httpx.AsyncClient) -> AsyncIterator[WhatsApp]:
         yield WhatsApp(account, control, response.json()["id"])
 
 
-async def _sent(api: httpx.AsyncClient, db: Database, settings: Settings, wa: WhatsApp,
-                count: int) -> tuple[str, list[Any], list[str]]:
+async def whatsapp_campaign(api: httpx.AsyncClient, wa: WhatsApp, count: int) -> tuple[str, list[str]]:
+    """A running WhatsApp campaign to `count` new contacts, nothing sent yet: its id and the numbers."""
     base = 2_000_000 + secrets.randbelow(7_000_000)
     numbers = [f"+1415{base + i:07d}" for i in range(count)]
     for number in numbers:
@@ -61,6 +61,12 @@ async def _sent(api: httpx.AsyncClient, db: Database, settings: Settings, wa: Wh
     added = await api.post(f"/api/v1/campaigns/{campaign_id}/recipients", json={"phone_numbers": numbers})
     assert added.status_code == 200 and added.json()["recipients_added"] == count, added.text
     assert (await api.post(f"/api/v1/campaigns/{campaign_id}/start")).status_code == 200
+    return campaign_id, numbers
+
+
+async def _sent(api: httpx.AsyncClient, db: Database, settings: Settings, wa: WhatsApp,
+                count: int) -> tuple[str, list[Any], list[str]]:
+    campaign_id, numbers = await whatsapp_campaign(api, wa, count)
     await send_due(db, settings, campaign_id)
     rows = await recipients_of(db, campaign_id)
     assert [r.status for r in rows] == ["sent"] * count and all((r.provider_message_id or "").startswith("wamid.")

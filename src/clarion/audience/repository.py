@@ -95,10 +95,11 @@ class ContactRepo(TenantRepository[Contact]):
             rows.extend(dict(row._mapping) for row in result)
         return rows
 
-    async def unsubscribe(self, ids: list[uuid.UUID], channel: str, *, source: str,
-                          at: datetime) -> list[uuid.UUID]:
+    async def unsubscribe(self, ids: list[uuid.UUID], channel: str, *, source: str, at: datetime,
+                          replacing: list[str]) -> list[uuid.UUID]:
         """Write an `unsubscribed` consent row on `channel` for the given contacts of this tenant (one upsert per
-        1,000 ids; a row decides over any default). Returns the ids whose consent changed."""
+        1,000 ids; a row decides over any default) where they have no row yet or its status is one of `replacing`.
+        Returns the ids whose consent changed."""
         table = ContactSubscription.__table__
         changed: list[uuid.UUID] = []
         for start in range(0, len(ids), 1000):  # stays under SQLite's bound-parameter limit
@@ -113,7 +114,7 @@ class ContactRepo(TenantRepository[Contact]):
                 index_elements=["contact_id", "channel"],
                 set_={"status": stmt.excluded.status, "changed_at": stmt.excluded.changed_at,
                       "source": stmt.excluded.source},
-                where=table.c.status != stmt.excluded.status,
+                where=table.c.status.in_(replacing),
             ).returning(table.c.contact_id)
             changed += (await self.session.execute(stmt)).scalars().all()
         return changed

@@ -31,6 +31,9 @@ from clarion.tenancy import service as tenancy
 # A channel moving to one of these puts the contact's address for it on the suppression list (reason = status).
 # `unsubscribed` does not: the contact may subscribe again.
 SUPPRESSING_STATUSES = frozenset({"bounced", "complained"})
+# The consent a person's opt-out replaces, whoever reports it (their STOP keyword, their provider): none yet on the
+# channel, or subscribed. `bounced` and `complained` were set for a reason an opt-out must not erase.
+OPT_OUT_REPLACES = frozenset({None, "subscribed"})
 
 
 def _normalized_fields(data: dict[str, Any], default_region: str | None) -> dict[str, Any]:
@@ -175,12 +178,14 @@ async def set_subscription(session: AsyncSession, tenant_id: uuid.UUID, contact_
 async def unsubscribe_contacts(session: AsyncSession, tenant_id: uuid.UUID, contact_ids: list[uuid.UUID],
                                channel: str, source: str) -> list[uuid.UUID]:
     """set_subscription(…, "unsubscribed", source) for many contacts at once, in set-based SQL (a provider
-    refusing a batch's opted-out numbers). Contacts of other tenants are left alone; returns those that changed.
-    Contacts already loaded in this session are not refreshed."""
+    refusing a batch's opted-out numbers), where the opt-out may replace the consent (OPT_OUT_REPLACES). Contacts
+    of other tenants are left alone; returns those that changed. Contacts already loaded in this session are not
+    refreshed."""
     if not contact_ids:
         return []
-    return await ContactRepo(session, tenant_id).unsubscribe(list(dict.fromkeys(contact_ids)), channel,
-                                                             source=source, at=utcnow())
+    return await ContactRepo(session, tenant_id).unsubscribe(
+        list(dict.fromkeys(contact_ids)), channel, source=source, at=utcnow(),
+        replacing=sorted(status for status in OPT_OUT_REPLACES if status is not None))
 
 
 # --- for other domains (campaign recipients) -------------------------------------------------------------

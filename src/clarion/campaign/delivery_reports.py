@@ -17,11 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.campaign import delivery_reports_repository as repo
 from clarion.campaign import sending_repository
-from clarion.campaign.delivery_reports_repository import ReportedRow
-from clarion.campaign.sending import RETRY_BASE_SECONDS, RETRY_CAP_SECONDS
+from clarion.campaign.sending import RETRY_BASE_SECONDS, RETRY_CAP_SECONDS, RecipientRef
 from clarion.worker import backoff_delay
 
-ReportedRecipient = ReportedRow
+ReportedRecipient = RecipientRef
 # A campaign that can still send a requeued recipient; any other (completed, cancelled …) would never claim it,
 # and a campaign is never completed while a recipient is pending.
 _CAN_RESEND = frozenset({"running", "paused"})
@@ -40,11 +39,12 @@ async def find_reported(session: AsyncSession, tenant_id: uuid.UUID, *, provider
     by_message: dict[str, ReportedRecipient] = {}
     if provider_message_ids:
         for row in await repo.by_provider_message_ids(session, tenant_id, sorted(provider_message_ids)):
+            ref = RecipientRef(*row)
             # A provider message id names one message; should two recipients carry it, the first sent keeps it.
-            by_message.setdefault(row.provider_message_id or "", row)
+            by_message.setdefault(ref.provider_message_id or "", ref)
     by_id: dict[int, ReportedRecipient] = {}
     if recipient_ids:
-        by_id = {row.id: row for row in await repo.by_ids(session, tenant_id, sorted(recipient_ids))}
+        by_id = {row[0]: RecipientRef(*row) for row in await repo.by_ids(session, tenant_id, sorted(recipient_ids))}
     return by_message, by_id
 
 

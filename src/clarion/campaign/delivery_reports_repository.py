@@ -14,21 +14,11 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from clarion.campaign.sending_repository import _REF_COLUMNS  # one row shape for every recipient look-up
 from clarion.models import Campaign, CampaignRecipient
 
 R = CampaignRecipient
 _CHUNK = 1000  # values per IN list: well under SQLite's bound-parameter limit
-
-
-@dataclass(frozen=True, slots=True)
-class ReportedRow:
-    id: int
-    tenant_id: uuid.UUID
-    campaign_id: uuid.UUID
-    contact_id: uuid.UUID
-    channel: str
-    status: str
-    provider_message_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,26 +31,25 @@ class RetryRow:
     campaign_status: str
 
 
-_REPORTED = (R.id, R.tenant_id, R.campaign_id, R.contact_id, Campaign.channel, R.status, R.provider_message_id)
-
-
-async def _reported(session: AsyncSession, tenant_id: uuid.UUID, column: Any, values: list[Any]) -> list[ReportedRow]:
-    found: list[ReportedRow] = []
+async def _reported(session: AsyncSession, tenant_id: uuid.UUID, column: Any,
+                    values: list[Any]) -> list[tuple[Any, ...]]:
+    """Rows of the recipient reference (campaign.sending.RecipientRef: the same columns as its own look-ups)."""
+    found: list[tuple[Any, ...]] = []
     for at in range(0, len(values), _CHUNK):
         # (tenant_id, provider_message_id) or the primary key answers it. No ORDER BY: SQLite would rather walk
         # the tenant's whole ix_..._tenant_id (rows come out in id order) than sort the few rows found.
-        stmt = (select(*_REPORTED).join(Campaign, Campaign.id == R.campaign_id)
+        stmt = (select(*_REF_COLUMNS).join(Campaign, Campaign.id == R.campaign_id)
                 .where(R.tenant_id == tenant_id, column.in_(values[at:at + _CHUNK])))
-        found.extend(ReportedRow(*row) for row in (await session.execute(stmt)).all())
-    return sorted(found, key=lambda row: row.id)
+        found.extend(tuple(row) for row in (await session.execute(stmt)).all())
+    return sorted(found, key=lambda row: row[0])
 
 
 async def by_provider_message_ids(session: AsyncSession, tenant_id: uuid.UUID,
-                                  provider_message_ids: list[str]) -> list[ReportedRow]:
+                                  provider_message_ids: list[str]) -> list[tuple[Any, ...]]:
     return await _reported(session, tenant_id, R.provider_message_id, provider_message_ids)
 
 
-async def by_ids(session: AsyncSession, tenant_id: uuid.UUID, recipient_ids: list[int]) -> list[ReportedRow]:
+async def by_ids(session: AsyncSession, tenant_id: uuid.UUID, recipient_ids: list[int]) -> list[tuple[Any, ...]]:
     return await _reported(session, tenant_id, R.id, recipient_ids)
 
 

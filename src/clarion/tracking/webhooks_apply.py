@@ -45,10 +45,9 @@ SMS_OPT_IN_KEYWORDS = OPT_IN_KEYWORDS | {"YES"}
 HELP_KEYWORDS = frozenset({"HELP", "INFO"})
 KEYWORD_SOURCE = "keyword"
 DEFAULT_FREQUENCY = "Msg frequency varies"
-# Consent statuses a person's own opt-out replaces / own opt-in lifts. Anything else (bounced, complained) was
-# set for a reason a keyword does not undo.
-_CAN_UNSUBSCRIBE = frozenset({None, "subscribed"})
-_CAN_RESUBSCRIBE = frozenset({None, "unsubscribed"})
+# Consent statuses a person's own opt-out replaces (the audience domain's rule, the same for providers' reports) /
+# own opt-in lifts. Anything else (bounced, complained) was set for a reason a keyword does not undo.
+_PERSON_REPLACES = {"unsubscribed": audience.OPT_OUT_REPLACES, "subscribed": frozenset({None, "unsubscribed"})}
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,20 +80,42 @@ def _as_ref(ref: str | None) -> int | None:
     return int(ref) if ref is not None and ref.isdigit() else None
 
 
-async def apply_statuses(session: AsyncSession, account: AccountFacts, statuses: list[StatusUpdate]) -> dict[str, Any]:
+@dataclass
+class StatusesApplied:
+    summary: dict[str, Any]  # JSON-able, for the call log
+    # Statuses not applicable yet (apply_statuses(hold=True)): their message is not recorded as sent, or its id is
+    # known to no recipient yet. Kept in the order they arrived.
+    waiting: list[StatusUpdate] = field(default_factory=list)
+
+
+async def apply_statuses(session: AsyncSession, account: AccountFacts, statuses: list[StatusUpdate], *,
+                         hold: bool = False) -> StatusesApplied:
     """Move the recipients these statuses name, set-based: one lookup for every id of the call, one record_events.
 
     Out of order and replayed statuses change nothing twice (record_events' state machine). A failure the provider
     calls transient, for a message still `sent`, gives the recipient another attempt (campaign.delivery_reports);
-    one that says the person opted out also ends the contact's subscription on the channel."""
+    one that says the person opted out also ends the contact's subscription on the channel.
+
+    A fast provider reports on a message before its send is recorded: the recipient is still `sending`, or the
+    message id is stored nowhere yet. With `hold`, such statuses are handed back in `waiting` (the caller keeps
+    them for later: tracking.webhooks_deferred) instead of being recorded as history that moves nothing, or logged
+    as unknown; an opt-out among them still ends the contact's subscription at once. Without `hold` (the wait is
+    over) they are applied as they are."""
     by_message, by_ref = await delivery_reports.find_reported(
         session, account.tenant_id, provider_message_ids={s.provider_message_id for s in statuses},
         recipient_ids={ref for s in statuses if (ref := _as_ref(s.ref)) is not None})
     matched: list[tuple[StatusUpdate, delivery_reports.ReportedRecipient]] = []
     unknown: list[str] = []
+    waiting: list[StatusUpdate] = []
+    early_opt_outs: list[tuple[delivery_reports.ReportedRecipient, StatusUpdate]] = []
     for update in statuses:
         recipient = by_message.get(update.provider_message_id) or by_ref.get(_as_ref(update.ref) or 0)
-        if recipient is None:
+        if hold and update.status in EVENT_OF_STATUS and (recipient is None
+                                                          or recipient.status in sending.NOT_YET_SENT):
+            waiting.append(update)
+            if recipient is not None and update.opted_out:
+                early_opt_outs.append((recipient, update))
+        elif recipient is None:
             unknown.append(update.provider_message_id)
         elif update.status in EVENT_OF_STATUS:
             matched.append((update, recipient))
@@ -123,43 +144,44 @@ async def apply_statuses(session: AsyncSession, account: AccountFacts, statuses:
                                          EVENT_OF_STATUS[update.status], update.occurred_at, metadata,
                                          update.provider_message_id, counts))
         if update.opted_out:
-            source = f"{account.provider}:{update.error_code}" if update.error_code else account.provider
-            opted_out.setdefault(recipient.contact_id, (recipient, source))
+            opted_out.setdefault(recipient.contact_id, (recipient, _opt_out_source(account, update)))
     for recipient, source in opted_out.values():
         events.append(sending.EventInput(recipient.tenant_id, recipient.campaign_id, recipient.id, "unsubscribed",
                                          now, {"source": source}))
     moved = await sending.record_events(session, events)
 
-    # The contacts' subscriptions end set-based, one statement per (channel, source) of the call.
-    groups: dict[tuple[str, str], list[uuid.UUID]] = {}
-    for contact_id, (recipient, source) in opted_out.items():
-        groups.setdefault((recipient.channel, source), []).append(contact_id)
+    # The contacts' subscriptions end set-based, one statement per (channel, source) of the call. A held opt-out
+    # ends it now (the person must get nothing more); its events follow when the status is applied.
+    groups: dict[tuple[str, str], set[uuid.UUID]] = {}
+    for recipient, source in [*opted_out.values(),
+                              *((r, _opt_out_source(account, u)) for r, u in early_opt_outs)]:
+        groups.setdefault((recipient.channel, source), set()).add(recipient.contact_id)
     unsubscribed = 0
     for (channel, source), contact_ids in sorted(groups.items()):
-        unsubscribed += len(await audience.unsubscribe_contacts(session, account.tenant_id, contact_ids, channel,
-                                                                source))
+        unsubscribed += len(await audience.unsubscribe_contacts(session, account.tenant_id, sorted(contact_ids),
+                                                                channel, source))
     sent_only = sum(1 for s in statuses if s.status == STATUS_SENT)
-    return {"statuses": len(statuses), "matched": len(matched), "moved": sum(moved), "sent_only": sent_only,
-            "requeued": len(requeued), "opted_out": len(opted_out), "unsubscribed": unsubscribed,
-            "unknown": len(unknown), "unknown_message_ids": unknown[:UNKNOWN_IDS_KEPT]}
+    return StatusesApplied(
+        {"statuses": len(statuses), "matched": len(matched), "moved": sum(moved), "sent_only": sent_only,
+         "requeued": len(requeued), "opted_out": len(opted_out), "unsubscribed": unsubscribed,
+         "deferred": len(waiting), "unknown": len(unknown), "unknown_message_ids": unknown[:UNKNOWN_IDS_KEPT]},
+        waiting)
+
+
+def _opt_out_source(account: AccountFacts, update: StatusUpdate) -> str:
+    return f"{account.provider}:{update.error_code}" if update.error_code else account.provider
 
 
 # --- consent ----------------------------------------------------------------------------------------------------
 
 
-async def _unsubscribe(session: AsyncSession, tenant_id: uuid.UUID, contact_id: uuid.UUID, channel: str,
-                       source: str) -> bool:
-    if await audience.subscription_status(session, tenant_id, contact_id, channel) not in _CAN_UNSUBSCRIBE:
+async def _person_says(session: AsyncSession, tenant_id: uuid.UUID, contact_id: uuid.UUID, channel: str,
+                      status: str, source: str) -> bool:
+    """The person's own opt-out ("unsubscribed") or opt-in ("subscribed") on the channel, where it may replace
+    their consent there; whether it changed."""
+    if await audience.subscription_status(session, tenant_id, contact_id, channel) not in _PERSON_REPLACES[status]:
         return False
-    await audience.set_subscription(session, tenant_id, contact_id, channel, "unsubscribed", source)
-    return True
-
-
-async def _resubscribe(session: AsyncSession, tenant_id: uuid.UUID, contact_id: uuid.UUID, channel: str,
-                       source: str) -> bool:
-    if await audience.subscription_status(session, tenant_id, contact_id, channel) not in _CAN_RESUBSCRIBE:
-        return False
-    await audience.set_subscription(session, tenant_id, contact_id, channel, "subscribed", source)
+    await audience.set_subscription(session, tenant_id, contact_id, channel, status, source)
     return True
 
 
@@ -242,13 +264,13 @@ async def apply_inbound(session: AsyncSession, account: AccountFacts, messages: 
             continue
         brand = brand or await _brand(session, account)
         if keyword == "STOP":
-            if contact_id is not None and await _unsubscribe(session, account.tenant_id, contact_id,
-                                                             account.channel, KEYWORD_SOURCE):
+            if contact_id is not None and await _person_says(session, account.tenant_id, contact_id,
+                                                             account.channel, "unsubscribed", KEYWORD_SOURCE):
                 counts["unsubscribed"] += 1
             outcome.replies.append(Reply(message, stop_text(brand)))
         elif keyword == "START":
-            if contact_id is not None and await _resubscribe(session, account.tenant_id, contact_id,
-                                                             account.channel, KEYWORD_SOURCE):
+            if contact_id is not None and await _person_says(session, account.tenant_id, contact_id,
+                                                             account.channel, "subscribed", KEYWORD_SOURCE):
                 counts["resubscribed"] += 1
             outcome.replies.append(Reply(message, start_text(brand, account.config)))
         else:
@@ -270,9 +292,9 @@ async def apply_consent(session: AsyncSession, account: AccountFacts, reports: l
             logger.info("webhooks: %s consent report for %s, who is no contact of tenant %s", account.provider,
                         report.address, account.tenant_id)
             continue
-        move = _resubscribe if report.subscribed else _unsubscribe
-        changed += await move(session, account.tenant_id, contact_id, account.channel,
-                              f"{account.provider}:{report.reason}"[:64])
+        changed += await _person_says(session, account.tenant_id, contact_id, account.channel,
+                                      "subscribed" if report.subscribed else "unsubscribed",
+                                      f"{account.provider}:{report.reason}"[:64])
     return {"consent_reports": len(reports), "consent_changed": changed, "consent_unknown": unknown}
 
 
@@ -309,12 +331,12 @@ async def apply_telegram(session: AsyncSession, account: AccountFacts, messages:
             logger.info("webhooks: telegram %s from chat %s, linked to no contact of tenant %s", keyword,
                         message.from_address, account.tenant_id)
         if keyword == "STOP":
-            if contact_id is not None and await _unsubscribe(session, account.tenant_id, contact_id, "telegram",
-                                                             KEYWORD_SOURCE):
+            if contact_id is not None and await _person_says(session, account.tenant_id, contact_id, "telegram",
+                                                             "unsubscribed", KEYWORD_SOURCE):
                 counts["unsubscribed"] += 1
             outcome.replies.append(Reply(message, f"{brand}: You are unsubscribed. Send /start to resubscribe."))
         elif keyword == "START" and contact_id is not None:
-            if await _resubscribe(session, account.tenant_id, contact_id, "telegram", KEYWORD_SOURCE):
+            if await _person_says(session, account.tenant_id, contact_id, "telegram", "subscribed", KEYWORD_SOURCE):
                 counts["resubscribed"] += 1
             outcome.replies.append(Reply(message, telegram_linked_text(brand)))
         elif keyword == "HELP":

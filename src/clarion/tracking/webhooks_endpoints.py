@@ -7,6 +7,7 @@ The webhook routes own their transactions instead of taking the request's sessio
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -44,7 +45,10 @@ def _response(answer: WebhookResponse) -> Response:
     return Response(answer.body, status_code=answer.status, media_type=answer.media_type)
 
 
-async def _verification(request: Request, name: str, kind: str | None) -> Response:
+async def _call_and_candidates(request: Request, name: str,
+                               kind: str | None) -> tuple[WebhookRequest, list[service.Account]]:
+    """The call as received and the channel accounts it may be for (the caller closes them: service.close_all).
+    An unknown provider name or kind is a 404 before the body is read."""
     service.known_webhook(name)
     service.check_kind(kind)
     call = await _webhook_request(request)
@@ -52,6 +56,11 @@ async def _verification(request: Request, name: str, kind: str | None) -> Respon
     async with database.transaction() as session:
         accounts = await service.candidates(session, name, call, secret=request.app.state.secret_key,
                                             public_base_url=request.app.state.settings.base_url)
+    return call, accounts
+
+
+async def _verification(request: Request, name: str, kind: str | None) -> Response:
+    call, accounts = await _call_and_candidates(request, name, kind)
     try:
         answer = service.handshake(accounts, call)
     finally:
@@ -63,13 +72,8 @@ async def _verification(request: Request, name: str, kind: str | None) -> Respon
 
 
 async def _delivery(request: Request, name: str, kind: str | None) -> Response:
-    service.known_webhook(name)
-    kind = service.check_kind(kind)
-    call = await _webhook_request(request)
+    call, accounts = await _call_and_candidates(request, name, kind)
     database: Database = request.app.state.db
-    async with database.transaction() as session:
-        accounts = await service.candidates(session, name, call, secret=request.app.state.secret_key,
-                                            public_base_url=request.app.state.settings.base_url)
     try:
         verified = service.authentic(name, accounts, call)  # raises the provider's rejection: nothing written
         async with database.transaction() as session:
@@ -90,24 +94,27 @@ _DOC = {"responses": {200: {"description": "Accepted (or an exact replay, acknow
                       404: {"description": "No provider receives webhooks under this name"}}}
 
 
-@public_router.get("/{name}", summary="Provider webhook verification (WhatsApp hub.challenge)", **_DOC)
-async def verify_webhook(name: str, request: Request) -> Response:
-    return await _verification(request, name, None)
+def _route_both(method: str, handle: Callable[[Request, str, str | None], Awaitable[Response]], *, summary: str,
+                kind_summary: str) -> None:
+    """/webhooks/<name> and /webhooks/<name>/<kind> (the kind a provider's calls are told apart by, Twilio's
+    status / inbound) for one method."""
+    async def webhook(name: str, request: Request) -> Response:
+        return await handle(request, name, None)
+
+    async def webhook_kind(name: str, kind: str, request: Request) -> Response:
+        return await handle(request, name, kind)
+
+    verb = method.lower()
+    public_router.add_api_route("/{name}", webhook, methods=[method], name=f"{verb}_webhook", summary=summary,
+                                **_DOC)
+    public_router.add_api_route("/{name}/{kind}", webhook_kind, methods=[method], name=f"{verb}_webhook_kind",
+                                summary=kind_summary, **_DOC)
 
 
-@public_router.get("/{name}/{kind}", summary="Provider webhook verification, per kind", **_DOC)
-async def verify_webhook_kind(name: str, kind: str, request: Request) -> Response:
-    return await _verification(request, name, kind)
-
-
-@public_router.post("/{name}", summary="Provider webhook (statuses, inbound messages, consent)", **_DOC)
-async def receive_webhook(name: str, request: Request) -> Response:
-    return await _delivery(request, name, None)
-
-
-@public_router.post("/{name}/{kind}", summary="Provider webhook, per kind (Twilio: status, inbound)", **_DOC)
-async def receive_webhook_kind(name: str, kind: str, request: Request) -> Response:
-    return await _delivery(request, name, kind)
+_route_both("GET", _verification, summary="Provider webhook verification (WhatsApp hub.challenge)",
+            kind_summary="Provider webhook verification, per kind")
+_route_both("POST", _delivery, summary="Provider webhook (statuses, inbound messages, consent)",
+            kind_summary="Provider webhook, per kind (Twilio: status, inbound)")
 
 
 @router.get("", response_model=WebhookCallPage)

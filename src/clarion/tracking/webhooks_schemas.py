@@ -19,7 +19,8 @@ class WebhookCallRead(BaseModel):
     body: str
     body_sha256: str
     outcome: dict[str, Any] | None = Field(
-        description="What the call did: statuses applied, unknown message ids, keywords, consent changes, or why it "
+        description="What the call did: statuses applied, deferred (their send not recorded yet; `later` sums what "
+                    "the deferred ones did once applied), unknown message ids, keywords, consent changes, or why it "
                     "could not be read")
 
     @classmethod

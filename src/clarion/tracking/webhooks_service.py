@@ -6,7 +6,8 @@
    verifying is the provider's rejection (401 / 403) and nothing at all is written.
 3. For each account it verified for, in one transaction: the raw call is logged (headers without secrets, the
    body, its sha256) — an exact replay (same account, same bytes) stops there, acknowledged, changing nothing —
-   then what it carried is applied in that account's tenant (tracking.webhooks_apply) and its outcome logged.
+   then what it carried is applied in that account's tenant (tracking.webhooks_apply) and its outcome logged;
+   statuses about a send not recorded yet wait for it as a job, in the same transaction (webhooks_deferred).
 4. After the commit: replies to inbound keywords go out (Twilio's in the webhook response as TwiML, others
    through the provider's API), else the provider's plain acknowledgement.
 """
@@ -36,7 +37,7 @@ from clarion.errors import Invalid, NotFound
 from clarion.kit.clock import utcnow
 from clarion.kit.pagination import PageRows
 from clarion.models import WebhookCall
-from clarion.tracking import webhooks_apply
+from clarion.tracking import webhooks_apply, webhooks_deferred
 from clarion.tracking.webhooks_apply import AccountFacts, Reply
 from clarion.tracking.webhooks_repository import WebhookCallRepo, purge_received_before
 
@@ -172,7 +173,8 @@ async def apply_call(session: AsyncSession, account: Account, request: WebhookRe
         outcome.summary = {"error": invalid.message}
     else:
         if result.statuses:
-            outcome.summary |= await webhooks_apply.apply_statuses(session, facts, result.statuses)
+            outcome.summary |= await webhooks_deferred.apply_statuses(session, facts, result.statuses,
+                                                                      call_id=call_id)
         if result.inbound:
             inbound = await webhooks_apply.apply_inbound(session, facts, result.inbound, secret=secret)
             outcome.summary |= inbound.summary
