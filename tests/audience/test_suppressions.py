@@ -10,7 +10,7 @@ import httpx
 from sqlalchemy import select
 
 from clarion.audience import service as audience
-from clarion.campaign import sending
+from clarion.campaign import claims
 from clarion.db import Database
 from clarion.kit.clock import clock, utcnow
 from clarion.models import CampaignRecipient
@@ -179,7 +179,7 @@ async def test_an_address_suppressed_after_planning_is_skipped_at_claim(api: htt
 
     campaign_id = uuid.UUID(campaign["id"])
     async with db.transaction() as session:
-        claimed = await sending.claim_due(session, now=utcnow(), limit=10, lease_owner="w", lease_seconds=60,
+        claimed = await claims.claim_due(session, now=utcnow(), limit=10, lease_owner="w", lease_seconds=60,
                                           campaign_id=campaign_id)
     assert sorted(c.email for c in claimed) == sorted(emails[:2])
     async with db.transaction() as session:

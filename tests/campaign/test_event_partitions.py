@@ -16,7 +16,7 @@ import httpx
 import pytest
 from sqlalchemy import select, text
 
-from clarion.campaign import event_partitions, sending
+from clarion.campaign import claims, event_partitions, sending
 from clarion.campaign import service as campaigns
 from clarion.campaign.schemas import CampaignCreate
 from clarion.campaign.sending import EventInput
@@ -167,7 +167,7 @@ async def test_the_tick_waits_out_a_writer_instead_of_deadlocking_with_it(db: Da
         await campaigns.add_recipients(session, tenant.id, campaign.id, RecipientsAdd(contact_ids=[contact.id]))
         await campaigns.start(session, tenant.id, campaign.id)
     async with db.transaction() as session:
-        claimed = await sending.claim_due(session, now=clock.now(), limit=1, lease_owner="writer", lease_seconds=60,
+        claimed = await claims.claim_due(session, now=clock.now(), limit=1, lease_owner="writer", lease_seconds=60,
                                           campaign_id=campaign.id)  # the writer now holds campaign_recipients
         assert len(claimed) == 1
         tick = asyncio.create_task(ensure(db, datetime(2035, 1, 10, tzinfo=UTC)))

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from clarion.audience import service as audience
 from clarion.audience.schemas import ContactCreate
-from clarion.campaign import sending
+from clarion.campaign import claims, sending
 from clarion.campaign import service as campaigns
 from clarion.campaign.schemas import CampaignCreate, RecipientsAdd
 from clarion.campaign.sending import EventInput, SendOutcome
@@ -48,7 +48,7 @@ async def _sent_campaign(db: Database, tenant_id: uuid.UUID, contact_ids: list[u
         await campaigns.start(session, tenant_id, campaign.id)
     owner = f"prop-{uuid.uuid4().hex[:6]}"
     async with db.transaction() as session:
-        claimed = await sending.claim_due(session, now=T0, limit=len(contact_ids) - 1, lease_owner=owner,
+        claimed = await claims.claim_due(session, now=T0, limit=len(contact_ids) - 1, lease_owner=owner,
                                           lease_seconds=60, campaign_id=campaign.id)
         ids = (await session.execute(select(CampaignRecipient.id).where(CampaignRecipient.campaign_id == campaign.id)
                                      .order_by(CampaignRecipient.id))).scalars().all()

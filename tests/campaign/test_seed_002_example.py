@@ -105,9 +105,9 @@ async def test_seed_002_complete_example(api: httpx.AsyncClient, client: httpx.A
     async with serve_asgi(wa_app) as graph_url:
         channel = await _ok(api.post("/api/v1/channels", json={
             "channel": "whatsapp", "provider": "whatsapp", "name": "WhatsApp Business",
-            # A number on Meta's 2K tier: the default 250 tier counts unique people in a rolling 24 hours, so
-            # yesterday's 250 at 09:00 would leave no room for today's at 09:00.
-            "config": {**account.channel_config(graph_url), "messaging_limit_tier": "TIER_2K"}}), 201)
+            # A new number's 250 tier: 250 unique people in a rolling 24 hours, so yesterday's 250 at 09:00 free
+            # their slots at exactly 09:00 today, when the next day's run comes.
+            "config": {**account.channel_config(graph_url), "messaging_limit_tier": "TIER_250"}}), 201)
         assert channel["provider"] == "whatsapp"
 
         imported = await _ok(api.post("/api/v1/contacts/import",

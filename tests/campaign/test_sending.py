@@ -14,7 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from clarion.campaign import sending
+from clarion.campaign import claims, sending
 from clarion.campaign.sending import SendOutcome
 from clarion.db import Database
 from clarion.errors import NotFound
@@ -55,10 +55,10 @@ async def running_campaign(api: httpx.AsyncClient, emails: list[str], **fields: 
 
 
 async def claim(db: Database, *, campaign_id: uuid.UUID | None, limit: int = 100, owner: str = "worker-a",
-                lease_seconds: int = 60) -> list[sending.ClaimedRecipient]:
+                lease_seconds: int = 60, tenant_id: uuid.UUID | None = None) -> list[claims.ClaimedRecipient]:
     async with db.transaction() as session:
-        return await sending.claim_due(session, now=utcnow(), limit=limit, lease_owner=owner,
-                                       lease_seconds=lease_seconds, campaign_id=campaign_id)
+        return await claims.claim_due(session, now=utcnow(), limit=limit, lease_owner=owner,
+                                       lease_seconds=lease_seconds, campaign_id=campaign_id, tenant_id=tenant_id)
 
 
 async def record(db: Database, outcomes: list[SendOutcome], *, owner: str = "worker-a") -> None:
@@ -66,7 +66,7 @@ async def record(db: Database, outcomes: list[SendOutcome], *, owner: str = "wor
         await sending.record_outcomes(session, outcomes, now=utcnow(), lease_owner=owner)
 
 
-async def send_all(db: Database, campaign_id: uuid.UUID) -> list[sending.ClaimedRecipient]:
+async def send_all(db: Database, campaign_id: uuid.UUID) -> list[claims.ClaimedRecipient]:
     claimed = await claim(db, campaign_id=campaign_id)
     await record(db, [SendOutcome(c.id, ok=True, provider_message_id=f"pm-{c.id}") for c in claimed])
     return claimed
@@ -149,13 +149,13 @@ async def test_two_concurrent_claims_never_take_the_same_recipient(api: httpx.As
                                                                    backend: str) -> None:
     campaign_id = await running_campaign(api, await contacts(api, 12))
     async with db.sessions() as first, db.sessions() as second:
-        mine = await sending.claim_due(first, now=utcnow(), limit=8, lease_owner="a", lease_seconds=60,
+        mine = await claims.claim_due(first, now=utcnow(), limit=8, lease_owner="a", lease_seconds=60,
                                        campaign_id=campaign_id)
         if backend == "sqlite":
             # SQLite has one writer: the second claim can only start once the first has committed.
             await first.commit()
         # On PostgreSQL the first claim's transaction is still open (its rows locked) while the second claims.
-        theirs = await sending.claim_due(second, now=utcnow(), limit=8, lease_owner="b", lease_seconds=60,
+        theirs = await claims.claim_due(second, now=utcnow(), limit=8, lease_owner="b", lease_seconds=60,
                                          campaign_id=campaign_id)
         await first.commit()
         await second.commit()
@@ -170,10 +170,10 @@ async def test_an_expired_lease_is_reclaimed_and_the_old_owner_cannot_record(api
     campaign_id = await running_campaign(api, await contacts(api, 2))
     claimed = await claim(db, owner="crashed", lease_seconds=30, campaign_id=campaign_id)
     async with db.transaction() as session:
-        assert await sending.release_expired_leases(session, now=utcnow()) == 0  # still leased
+        assert await claims.release_expired_leases(session, now=utcnow()) == 0  # still leased
     clock.advance(timedelta(seconds=31))
     async with db.transaction() as session:
-        assert await sending.release_expired_leases(session, now=utcnow()) == 2
+        assert await claims.release_expired_leases(session, now=utcnow()) == 2
     again = await claim(db, owner="rescuer", campaign_id=campaign_id)
     assert sorted(c.id for c in again) == sorted(c.id for c in claimed)
     await record(db, [SendOutcome(c.id, ok=True, provider_message_id="late") for c in claimed], owner="crashed")

@@ -13,7 +13,14 @@ from sqlalchemy import update
 from clarion.db import Database
 from clarion.kit.clock import clock
 from clarion.models import Campaign
-from tests.campaign.helpers import CAMPAIGNS, add_recipients, bulk_contacts, campaign, new_campaign, new_contact
+from tests.campaign.helpers import (
+    CAMPAIGNS,
+    add_recipients,
+    bulk_contacts,
+    campaign,
+    new_campaign,
+    new_contact,
+)
 
 
 @pytest.fixture

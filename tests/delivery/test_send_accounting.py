@@ -15,7 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import distinct, func, select
 
-from clarion.campaign import sending
+from clarion.campaign import claims, sending
 from clarion.config import Settings
 from clarion.db import Database
 from clarion.delivery import channel_service
@@ -26,7 +26,7 @@ from clarion.sandbox import twilio as twilio_sandbox
 from clarion.sandbox import whatsapp as whatsapp_sandbox
 from clarion.sandbox.control import SandboxControl
 from tests.conftest import make_tenant
-from tests.delivery.helpers import CAMPAIGNS, campaign_row, recipients
+from tests.delivery.helpers import CAMPAIGNS, campaign_row, recipients, send_due
 from tests.fakes.serving import serve_asgi
 
 # 200 GSM-7 characters: two concatenated SMS parts (153 each), one part is 160.
@@ -117,14 +117,6 @@ async def process_daily(api: httpx.AsyncClient) -> int:
     response = await api.post("/api/v1/process-daily")
     assert response.status_code == 200, response.text
     return int(response.json()["messages_sent"])
-
-
-async def drain(db: Database, settings: Settings, campaign_id: str) -> None:
-    dispatcher = Dispatcher(db, settings)
-    try:
-        await dispatcher.drain([uuid.UUID(campaign_id)])
-    finally:
-        await dispatcher.close()
 
 
 def sent_messages(sandbox: Sandbox) -> list[Any]:
@@ -271,7 +263,7 @@ async def test_a_retry_waits_for_the_longer_of_retry_after_and_the_backoff(
     assert (await api.post(f"{CAMPAIGNS}/{campaign_id}/start")).status_code == 200
     now = utcnow()
     async with db.transaction() as session:
-        [claimed] = await sending.claim_due(session, now=now, limit=10, lease_owner="w1", lease_seconds=60,
+        [claimed] = await claims.claim_due(session, now=now, limit=10, lease_owner="w1", lease_seconds=60,
                                             campaign_id=uuid.UUID(campaign_id))
     async with db.transaction() as session:
         await sending.record_outcomes(session, [sending.SendOutcome(claimed.id, ok=False, transient=True,
@@ -336,7 +328,7 @@ async def unique_recipients_in_window(db: Database, channel_id: str) -> int:
     R = CampaignRecipient
     async with db.transaction() as session:
         stmt = select(func.count(distinct(R.contact_id))).where(R.channel_config_id == uuid.UUID(channel_id),
-                                                                R.sent_at >= since)
+                                                                R.sent_at > since)
         return int((await session.execute(stmt)).scalar_one())
 
 
@@ -349,14 +341,14 @@ async def test_two_campaigns_on_one_number_share_its_tier_and_sending_resumes_a_
     a = await whatsapp_campaign(api, channel_id, first, daily_send_limit=200)
     b = await whatsapp_campaign(api, channel_id, second, daily_send_limit=200)
 
-    await drain(db, settings, a)
+    await send_due(db, settings, a)
     assert (await campaign_row(db, a)).sent == 200
     limits = (await api.get(f"{CAMPAIGNS}/{b}/send-limits")).json()
     assert limits["messaging_limit_tier"] == 250 and limits["tier_recipients_used"] == 200
     assert limits["tier_recipients_left"] == 50 and limits["effective_daily_limit"] == 50
     assert limits["daily_send_limit"] == 200 and limits["can_send_now"] == 50
 
-    await drain(db, settings, b)
+    await send_due(db, settings, b)
     # The 50 people the number already reached today cost nothing; 50 new ones fill the tier.
     campaign_b = await campaign_row(db, b)
     assert campaign_b.sent == 100 and campaign_b.pending == 100
@@ -366,11 +358,11 @@ async def test_two_campaigns_on_one_number_share_its_tier_and_sending_resumes_a_
     assert limits["tier_recipients_left"] == 0 and limits["effective_daily_limit"] == 0
 
     clock.advance(timedelta(hours=23))
-    await drain(db, settings, b)
+    await send_due(db, settings, b)
     assert (await campaign_row(db, b)).sent == 100  # the window has not rolled past anyone yet
 
     clock.advance(timedelta(hours=1, minutes=1))
-    await drain(db, settings, b)
+    await send_due(db, settings, b)
     campaign_b = await campaign_row(db, b)
     assert campaign_b.sent == 200 and campaign_b.pending == 0
     assert await unique_recipients_in_window(db, channel_id) == 100
@@ -396,3 +388,32 @@ async def test_concurrent_workers_never_exceed_the_tier(api: httpx.AsyncClient, 
     total = (await campaign_row(db, a)).sent + (await campaign_row(db, b)).sent
     assert total == 250 and len(sent_messages(whatsapp)) == 250
     assert await unique_recipients_in_window(db, channel_id) == 250
+
+
+async def test_a_daily_cron_at_the_same_instant_gets_a_full_tier_every_day(
+        api: httpx.AsyncClient, db: Database, whatsapp: Sandbox) -> None:
+    # Meta's rolling 24 hours: a person reached at T takes a slot of the tier until T + 24 h, not through it.
+    nine = utcnow().replace(hour=9, minute=0, second=0, microsecond=0)
+    clock.freeze(nine)
+    channel_id = await whatsapp_channel(api, whatsapp, rate_limit_per_second=5000)
+    numbers = phones(600)
+    await add_contacts(api, numbers)
+    campaign_id = await whatsapp_campaign(api, channel_id, numbers, daily_send_limit=250)
+    limits_url = f"{CAMPAIGNS}/{campaign_id}/send-limits"
+
+    sent_per_day = [await process_daily(api)]
+    clock.freeze(nine + timedelta(days=1) - timedelta(microseconds=1))
+    limits = (await api.get(limits_url)).json()
+    assert limits["tier_recipients_used"] == 250 and limits["effective_daily_limit"] == 0
+    assert await process_daily(api) == 0  # a microsecond early, yesterday's 250 still hold the tier
+
+    for day in (1, 2):
+        clock.freeze(nine + timedelta(days=day))
+        limits = (await api.get(limits_url)).json()
+        assert limits["tier_recipients_used"] == 0, limits
+        assert limits["tier_recipients_left"] == 250 and limits["effective_daily_limit"] == 250
+        sent_per_day.append(await process_daily(api))
+    assert sent_per_day == [250, 250, 100]
+    campaign = await campaign_row(db, campaign_id)
+    assert campaign.sent == 600 and campaign.status == "completed"
+    assert len(sent_messages(whatsapp)) == 600

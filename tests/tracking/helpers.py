@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from clarion.campaign import sending
+from clarion.campaign import claims, sending
 from clarion.db import Database
 from clarion.kit import tracking_urls
 from clarion.kit.clock import utcnow
@@ -46,7 +46,7 @@ async def sent_campaign(api: httpx.AsyncClient, db: Database, emails: list[str],
     assert started.status_code == 200, started.text
     owner = f"test-{uuid.uuid4().hex[:8]}"
     async with db.transaction() as session:
-        claimed = await sending.claim_due(session, now=utcnow(), limit=len(emails), lease_owner=owner,
+        claimed = await claims.claim_due(session, now=utcnow(), limit=len(emails), lease_owner=owner,
                                           lease_seconds=60, campaign_id=uuid.UUID(campaign_id))
     assert len(claimed) == len(emails)
     message_ids = {c.id: f"<clarion.{uuid.uuid4().hex}@mail.shop.example>" for c in claimed}

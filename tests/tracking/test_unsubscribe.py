@@ -6,7 +6,7 @@ import uuid
 
 import httpx
 
-from clarion.campaign import sending
+from clarion.campaign import claims
 from clarion.kit.clock import utcnow
 from tests.tracking.helpers import events, sent_campaign, unsubscribe_path
 
@@ -52,7 +52,7 @@ async def test_one_click_post_without_cookies_unsubscribes_once_and_the_next_cla
     assert added.status_code == 200, added.text
     assert (await api.post(f"/api/v1/campaigns/{second['id']}/start")).status_code == 200
     async with db.transaction() as session:
-        claimed = await sending.claim_due(session, now=utcnow(), limit=10, lease_owner="t-unsub",
+        claimed = await claims.claim_due(session, now=utcnow(), limit=10, lease_owner="t-unsub",
                                           lease_seconds=60, campaign_id=uuid.UUID(second["id"]))
     assert [c.contact_id for c in claimed] == [uuid.UUID(bob["id"])]
 

@@ -123,7 +123,7 @@ class RecipientRepo(TenantRepository[CampaignRecipient]):
         contact_ids = audience.order_by(None).subquery("audience")
         stmt = self.scoped(select(func.count())).where(
             CampaignRecipient.campaign_id == campaign_id,
-            CampaignRecipient.contact_id.in_(select(list(contact_ids.c)[0])),
+            CampaignRecipient.contact_id.in_(select(next(iter(contact_ids.c)))),
         )
         return int((await self.session.execute(stmt)).scalar_one())
 
@@ -132,7 +132,7 @@ class RecipientRepo(TenantRepository[CampaignRecipient]):
         if not ids:
             return set()
         source = audience.order_by(None).subquery("audience")
-        contact_id = list(source.c)[0]
+        contact_id = next(iter(source.c))
         result = await self.session.execute(select(contact_id).where(contact_id.in_(ids)))
         return set(result.scalars().all())
 

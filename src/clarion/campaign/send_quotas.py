@@ -19,11 +19,13 @@ Tier — an account with a messaging-limit tier (WhatsApp) may message that many
 24 hours, across every campaign sending through it. Each claim through the account records whom it reaches, and
 when, in account_reach (one row per account and contact); the next claim counts the people reached in the last
 24 hours there (a range of one index) and never claims more new people than the tier leaves, while people
-already reached in the window use up nothing. Claims through one tiered account are serialised, so two workers
-never spend the same room. A claimed message that then fails for good still counts until the window passes it:
-the tier may go under-used by the failures, never over. (Counting the sent recipients themselves — a DISTINCT
-over every recipient sent in the window — cost 0.45–0.8 ms per claimed message at the 100,000 tier: bench
-claim_quotas.)
+already reached in the window use up nothing. The window that ends now starts just after now − 24 h: a person
+reached at T holds a slot until exactly T + 24 h, and the count, the claim and send-limits all judge it so
+(window_start), so a daily run at the same clock time finds yesterday's slots free. Claims through one tiered
+account are serialised, so two workers never spend the same room. A claimed message that then fails for good
+still counts until the window passes it: the tier may go under-used by the failures, never over. (Counting the
+sent recipients themselves — a DISTINCT over every recipient sent in the window — cost 0.45–0.8 ms per claimed
+message at the 100,000 tier: bench claim_quotas.)
 """
 
 from __future__ import annotations
@@ -40,6 +42,15 @@ from clarion.campaign import service
 
 # The rolling window of a messaging-limit tier.
 TIER_WINDOW = timedelta(hours=24)
+# How long sending one account's part of a batch may take at the account's throughput.
+BATCH_SECONDS = 10
+
+
+def window_start(now: datetime) -> datetime:
+    """Where the tier's window that ends now starts, exclusive: the window is (now - TIER_WINDOW, now], so a
+    person reached at T holds a slot until exactly T + 24 h ("a rolling 24-hour period", Meta) and a daily cron
+    at the same clock time finds yesterday's slots free again."""
+    return now - TIER_WINDOW
 
 
 @dataclass(frozen=True)
@@ -52,6 +63,16 @@ class SendAccount:
     # Distinct recipients the account may message in any rolling TIER_WINDOW, shared by every campaign that sends
     # through it (WhatsApp's messaging-limit tier); None: no such cap.
     unique_recipients_per_window: int | None = None
+    # Messages per second across all workers (the dispatcher's shared throttle); None: no limit.
+    rate_per_second: float | None = None
+
+    def batch_room(self) -> int | None:
+        """The most one batch may claim through the account: what its throughput sends in BATCH_SECONDS, so a
+        slow account (a long code's 1/s) neither outlives the lease nor keeps the worker from the other
+        accounts' share for long. None: no limit."""
+        if self.rate_per_second is None or self.rate_per_second <= 0:
+            return None
+        return max(1, int(self.rate_per_second * BATCH_SECONDS))
 
 
 # (session, tenant id, channel, the campaign's channel_config_id) → the account, or None when it cannot be
@@ -115,7 +136,7 @@ async def account_recipients_used(session: AsyncSession, account: SendAccount, *
     None: the account has no tier."""
     if account.unique_recipients_per_window is None or account.channel_config_id is None:
         return None
-    return await repo.recipients_in_window(session, account.channel_config_id, since=now - TIER_WINDOW)
+    return await repo.recipients_in_window(session, account.channel_config_id, after=window_start(now))
 
 
 async def record_claims(session: AsyncSession, through: repo.AccountQuota, rows: list[repo.ClaimedRow], *,
@@ -131,5 +152,6 @@ async def claim_account(session: AsyncSession, account: SendAccount, *, now: dat
     if tier is None or account.channel_config_id is None:
         return repo.AccountQuota(account.channel_config_id)
     await repo.lock_quota(session, f"tier:{account.channel_config_id}")
-    used = await repo.recipients_in_window(session, account.channel_config_id, since=now - TIER_WINDOW)
-    return repo.AccountQuota(account.channel_config_id, new_recipients=max(0, tier - used), since=now - TIER_WINDOW)
+    after = window_start(now)
+    used = await repo.recipients_in_window(session, account.channel_config_id, after=after)
+    return repo.AccountQuota(account.channel_config_id, new_recipients=max(0, tier - used), after=after)

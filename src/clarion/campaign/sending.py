@@ -1,7 +1,7 @@
-"""The campaign side of sending: claims under a lease, outcomes, events, counters, and the campaign ticks.
+"""The campaign side of sending: outcomes, events, counters, and the campaign ticks (claims: campaign.claims).
 
-The dispatcher (delivery) claims due recipients, commits, sends, then records the outcomes in a second
-transaction. Tracking endpoints and webhooks record events. Every change to a recipient's status moves the
+The dispatcher (delivery) claims due recipients (campaign.claims), commits, sends, then records the outcomes here
+in a second transaction. Tracking endpoints and webhooks record events. Every change to a recipient's status moves the
 campaign's counters in the same transaction, so the counters always equal what the recipients say:
 
     total_target = every recipient          pending   = status pending or sending
@@ -37,6 +37,8 @@ from clarion.worker import backoff_delay
 FORWARD_RANK = {"pending": 0, "sending": 0, "sent": 1, "delivered": 2, "opened": 3, "clicked": 4, "converted": 5}
 # … and these end it.
 TERMINAL = frozenset({"failed", "bounced", "skipped", "cancelled"})
+# Not sent (yet): nothing a provider reports about the message applies to it.
+NOT_YET_SENT = frozenset(status for status, rank in FORWARD_RANK.items() if rank == 0)
 # Delivery failures a provider may report after the send; they end a message that was sent or delivered.
 _LATE_FAILURES = {"bounced": "bounced", "failed": "failed"}
 _TIMESTAMP_OF = {"delivered": "delivered_at", "opened": "opened_at", "clicked": "clicked_at",
@@ -45,18 +47,6 @@ _FIRST_COUNTER = {"delivered": "delivered", "opened": "opened", "clicked": "clic
 
 RETRY_BASE_SECONDS = 60.0
 RETRY_CAP_SECONDS = 3600.0
-
-
-@dataclass(frozen=True)
-class ClaimedRecipient:
-    id: int
-    tenant_id: uuid.UUID
-    campaign_id: uuid.UUID
-    contact_id: uuid.UUID
-    channel: str
-    email: str | None
-    phone: str | None
-    attempt: int
 
 
 @dataclass(frozen=True)
@@ -88,6 +78,7 @@ class RecipientRef:
     sent_at: datetime | None
     email: str | None
     phone: str | None
+    provider_message_id: str | None
 
 
 @dataclass(frozen=True)
@@ -118,93 +109,10 @@ class SendingCampaign:
     budget: int | None = None
 
 
-def _event(tenant_id: uuid.UUID, campaign_id: uuid.UUID, recipient_id: int | None, contact_id: uuid.UUID | None,
-           type_: str, at: datetime, metadata: dict[str, Any] | None = None,
-           provider_message_id: str | None = None) -> dict[str, Any]:
-    return {"tenant_id": tenant_id, "campaign_id": campaign_id, "recipient_id": recipient_id,
-            "contact_id": contact_id, "type": type_, "occurred_at": at, "metadata": metadata,
-            "provider_message_id": provider_message_id}
-
-
 def is_machine(metadata: dict[str, Any] | None) -> bool:
     """Tracking flags prefetchers and scanners as {"flags": {"machine": true}}."""
     flags = (metadata or {}).get("flags") or {}
     return bool(flags.get("machine")) if isinstance(flags, dict) else False
-
-
-# --- claims -------------------------------------------------------------------------------------------------
-
-def _quota_left(campaign: repo.DueCampaign, today: date) -> int | None:
-    if not campaign.daily_send_limit:
-        return None
-    used = campaign.daily_sent_count if campaign.daily_sent_date == today else 0
-    return max(0, campaign.daily_send_limit - used)
-
-
-async def claim_due(session: AsyncSession, *, now: datetime, limit: int, lease_owner: str, lease_seconds: int,
-                    campaign_id: uuid.UUID | None = None,
-                    account_of: quotas.AccountResolver | None = None) -> list[ClaimedRecipient]:
-    """Lease up to `limit` due recipients of running campaigns (all tenants), higher priority first.
-
-    Due recipients whose contact is no longer reachable on the channel are marked `skipped` on the way. The
-    caller commits before sending, so the lease is visible to every other worker.
-
-    With `account_of`, each campaign's claim also stays within its channel account's limits: the campaign's
-    budget (a campaign that cannot pay for one more message is paused with the reason) and the account's
-    messaging-limit tier (never more new recipients than the tier leaves in the rolling window); the claimed
-    rows record the account.
-    """
-    claimed: list[ClaimedRecipient] = []
-    lease_until = now + timedelta(seconds=lease_seconds)
-    today = now.date()
-    for campaign in await repo.campaigns_with_due_recipients(session, now=now, campaign_id=campaign_id):
-        room = limit - len(claimed)
-        if room <= 0:
-            break
-        # In local time each recipient's send_after already holds its own window; otherwise the UTC window
-        # must be open now (leftovers from an earlier day wait for the next opening).
-        if not campaign.local_time and not planning.SendWindow.of(campaign).is_open(now):
-            continue
-        quota = _quota_left(campaign, today)
-        if quota is not None:
-            room = min(room, quota)
-        if room <= 0:
-            continue
-        through = None
-        if account_of is not None:
-            account = await account_of(session, campaign.tenant_id, campaign.channel, campaign.channel_config_id)
-            if account is not None:
-                room = await quotas.room_within_budget(session, campaign, account, room)
-                if room <= 0:
-                    continue
-                through = await quotas.claim_account(session, account, now=now)
-        await _skip_unreachable(session, campaign, now=now, limit=room)
-        rows = await repo.claim(session, campaign, now=now, limit=room, lease_owner=lease_owner,
-                                lease_until=lease_until, account=through)
-        if through is not None:
-            await quotas.record_claims(session, through, rows, now=now)
-        if rows and campaign.daily_send_limit:
-            await repo.use_daily_quota(session, campaign.id, today=today, used=len(rows))
-        claimed.extend(ClaimedRecipient(id=r.id, tenant_id=r.tenant_id, campaign_id=r.campaign_id,
-                                        contact_id=r.contact_id, channel=campaign.channel, email=r.email,
-                                        phone=r.phone, attempt=r.retry_count + 1) for r in rows)
-    return claimed
-
-
-async def _skip_unreachable(session: AsyncSession, campaign: repo.DueCampaign, *, now: datetime,
-                            limit: int) -> None:
-    skipped = await repo.skip_unreachable(session, campaign, now=now, limit=limit)
-    if not skipped:
-        return
-    await repo.add_counters(session, campaign.id, skipped=len(skipped), pending=-len(skipped))
-    await repo.insert_events(session, [_event(r.tenant_id, r.campaign_id, r.id, r.contact_id, "skipped", now,
-                                              {"reason": f"not reachable on {campaign.channel}"})
-                                       for r in skipped])
-
-
-async def release_expired_leases(session: AsyncSession, *, now: datetime) -> int:
-    """Crash recovery: `sending` rows whose lease ran out go back to `pending` (and are claimed again)."""
-    return await repo.release_expired(session, now=now)
 
 
 # --- outcomes -----------------------------------------------------------------------------------------------
@@ -249,7 +157,7 @@ async def record_outcomes(session: AsyncSession, outcomes: list[SendOutcome], *,
             tally.succeeded, tally.trailing_failures = True, 0
             sent_rows.append({"rid": row.id, "pmid": outcome.provider_message_id,
                               "ccid": outcome.channel_config_id})
-            events.append(_event(row.tenant_id, row.campaign_id, row.id, row.contact_id, "sent", now,
+            events.append(repo.event_row(row.tenant_id, row.campaign_id, row.id, row.contact_id, "sent", now,
                                  {"attempt": attempt}, outcome.provider_message_id))
             _count_day(tally, row.scheduled_send_date, sent=1)
             continue
@@ -258,7 +166,7 @@ async def record_outcomes(session: AsyncSession, outcomes: list[SendOutcome], *,
             # The person's refusal, not a sending problem: final at once, and no part of a failure streak.
             tally.failed += 1
             failed_rows.append({"rid": row.id, "reason": reason})
-            events.append(_event(row.tenant_id, row.campaign_id, row.id, row.contact_id, "failed", now,
+            events.append(repo.event_row(row.tenant_id, row.campaign_id, row.id, row.contact_id, "failed", now,
                                  {"error": reason, "attempt": attempt, "transient": False, "opted_out": True}))
             _count_day(tally, row.scheduled_send_date, sent=0)
             opted_out[(row.tenant_id, row.campaign_id, outcome.provider or "provider")].append(row.contact_id)
@@ -279,7 +187,7 @@ async def record_outcomes(session: AsyncSession, outcomes: list[SendOutcome], *,
         else:
             tally.failed += 1
             failed_rows.append({"rid": row.id, "reason": reason})
-            events.append(_event(row.tenant_id, row.campaign_id, row.id, row.contact_id, "failed", now,
+            events.append(repo.event_row(row.tenant_id, row.campaign_id, row.id, row.contact_id, "failed", now,
                                  {"error": reason, "attempt": attempt, "transient": outcome.transient}))
             _count_day(tally, row.scheduled_send_date, sent=0)
     await repo.mark_sent(session, sent_rows, now=now)
@@ -352,7 +260,7 @@ def _apply(state: dict[str, Any], event: EventInput) -> _Effect:
     click_count and the *_total counters only.
     """
     status = state["status"]
-    if status in TERMINAL or FORWARD_RANK[status] == 0:
+    if status in TERMINAL or status in NOT_YET_SENT:
         return _NO_EFFECT  # never sent, or finished: the event is history, nothing moves
     type_, metadata, at = event.type, event.metadata, event.occurred_at
     values: dict[str, Any] = {}
@@ -439,11 +347,12 @@ async def record_events(session: AsyncSession, events: list[EventInput], *,
                                  {"campaign_id": str(e.campaign_id), "recipient_id": row["id"],
                                   "contact_id": str(row["contact_id"])})
     await repo.insert_events(session, [
-        _event(e.tenant_id, e.campaign_id, e.recipient_id,
-               rows[e.recipient_id]["contact_id"] if e.recipient_id is not None else None,
-               e.type, e.occurred_at, e.metadata, e.provider_message_id) for e in events])
+        repo.event_row(e.tenant_id, e.campaign_id, e.recipient_id,
+                       rows[e.recipient_id]["contact_id"] if e.recipient_id is not None else None,
+                       e.type, e.occurred_at, e.metadata, e.provider_message_id) for e in events])
     if changed:
-        await repo.update_recipients(session, [rows[rid] for rid in changed], now=utcnow())
+        await repo.update_recipients(session, [rows[rid] for rid in changed], now=utcnow(),
+                                     changed={name for values in changed.values() for name in values})
     for campaign_id in sorted(deltas_of):  # one lock order for every writer
         await repo.add_counters(session, campaign_id, **deltas_of[campaign_id])
     return moved

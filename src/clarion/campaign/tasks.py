@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clarion.campaign import event_partitions, sending
+from clarion.campaign import claims, event_partitions, sending
 from clarion.kit.clock import utcnow
 from clarion.worker import register_tick
 
@@ -33,7 +33,7 @@ async def complete_finished_campaigns(session: AsyncSession) -> None:
 
 
 async def release_expired_leases(session: AsyncSession) -> None:
-    released = await sending.release_expired_leases(session, now=utcnow())
+    released = await claims.release_expired_leases(session, now=utcnow())
     if released:
         logger.warning("handed %d recipient(s) with expired send leases back to pending", released)
 

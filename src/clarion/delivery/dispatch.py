@@ -3,7 +3,7 @@
 One batch, in order, and never a database transaction open while a provider is talked to (SQLite has one
 writer, and a PostgreSQL row lock held across an SMTP conversation would stall every other worker):
 
-1. claim (campaign.sending.claim_due) — short transaction, committed: the rows are `sending` under our lease;
+1. claim (campaign.claims.claim_due) — short transaction, committed: the rows are `sending` under our lease;
 2. per campaign: load campaign, template, contacts and channel account — a read transaction;
 3. render each message (content.rendering), register the batch's links — one short write transaction —,
    rewrite links, add the open pixel, build the RFC 5322 bytes (compose.py);
@@ -35,7 +35,7 @@ from pydantic import BaseModel, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clarion.audience import service as audience
-from clarion.campaign import sending
+from clarion.campaign import claims, sending
 from clarion.campaign import service as campaigns
 from clarion.config import Settings
 from clarion.content import service as content
@@ -227,7 +227,7 @@ class Dispatcher:
 
     async def release_expired(self) -> int:
         async with self.db.transaction() as session:
-            released = await sending.release_expired_leases(session, now=utcnow())
+            released = await claims.release_expired_leases(session, now=utcnow())
         if released:
             logger.warning("dispatch: %d recipient(s) whose worker lost its lease are due again", released)
         return released
@@ -249,7 +249,7 @@ class Dispatcher:
         """Claim one batch of due recipients (of one campaign, or of all) and send it."""
         now = utcnow()
         async with self.db.transaction() as session:
-            claimed = await sending.claim_due(
+            claimed = await claims.claim_due(
                 session,
                 now=now,
                 limit=self.options.batch_size,
@@ -259,7 +259,7 @@ class Dispatcher:
                 account_of=self.account_of,
             )
         report = DispatchReport(claimed=len(claimed))
-        groups: dict[uuid.UUID, list[sending.ClaimedRecipient]] = defaultdict(list)
+        groups: dict[uuid.UUID, list[claims.ClaimedRecipient]] = defaultdict(list)
         for recipient in claimed:
             groups[recipient.campaign_id].append(recipient)
         for group_campaign_id, recipients in groups.items():
@@ -268,7 +268,7 @@ class Dispatcher:
         return report
 
     async def _send_campaign_batch(
-        self, campaign_id: uuid.UUID, recipients: list[sending.ClaimedRecipient]
+        self, campaign_id: uuid.UUID, recipients: list[claims.ClaimedRecipient]
     ) -> DispatchReport:
         try:
             plan = await self._plan(campaign_id, recipients)
@@ -387,7 +387,7 @@ class Dispatcher:
             logger.info("dispatch: %d push subscription(s) of tenant %s are gone and were removed", removed,
                         tenant_id)
 
-    async def _plan(self, campaign_id: uuid.UUID, recipients: list[sending.ClaimedRecipient]) -> _Plan:
+    async def _plan(self, campaign_id: uuid.UUID, recipients: list[claims.ClaimedRecipient]) -> _Plan:
         async with self.db.transaction() as session:
             campaign = await sending.campaign_for_sending(session, campaign_id)
             template = None
@@ -421,7 +421,7 @@ class Dispatcher:
         )
 
     async def _hold_campaign(
-        self, campaign_id: uuid.UUID, recipients: list[sending.ClaimedRecipient], reason: str
+        self, campaign_id: uuid.UUID, recipients: list[claims.ClaimedRecipient], reason: str
     ) -> DispatchReport:
         """Pause a campaign that cannot send at all, with the reason, and give its claimed recipients back:
         failing them one by one would burn the whole audience on a settings mistake."""

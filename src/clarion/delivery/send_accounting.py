@@ -1,5 +1,5 @@
 """What a campaign may still send through its channel account: the account's messaging-limit tier, the
-campaign's budget and daily limit. The claim enforces them (campaign.sending.claim_due, given the resolver made
+campaign's budget and daily limit. The claim enforces them (campaign.claims.claim_due, given the resolver made
 here); `send_limits` reports them for one campaign.
 
 A messaging-limit tier (WhatsApp: 250, 2,000, 10,000, 100,000 or unlimited) caps the distinct people a business
@@ -39,7 +39,8 @@ def messaging_tier(config: Any) -> int | None:
 def send_account(resolved: channel_service.ResolvedChannel) -> quotas.SendAccount:
     return quotas.SendAccount(channel_config_id=resolved.channel_config_id,
                               cost_per_message=resolved.cost_per_message,
-                              unique_recipients_per_window=messaging_tier(resolved.config))
+                              unique_recipients_per_window=messaging_tier(resolved.config),
+                              rate_per_second=resolved.rate_limit_per_second)
 
 
 def account_resolver(*, secret: str, data_dir: Path) -> quotas.AccountResolver:
