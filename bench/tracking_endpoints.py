@@ -65,7 +65,7 @@ def bare_app_factory() -> Any:
 async def _seed(database_url: str, recipients: int) -> tuple[list[str], str]:
     from clarion.audience import service as audience
     from clarion.audience.schemas import ContactCreate
-    from clarion.campaign import sending
+    from clarion.campaign import claims, sending
     from clarion.campaign import service as campaigns
     from clarion.campaign.schemas import CampaignCreate, RecipientsAdd
     from clarion.db import Database
@@ -82,7 +82,7 @@ async def _seed(database_url: str, recipients: int) -> tuple[list[str], str]:
         await campaigns.add_recipients(session, tenant.id, campaign.id, RecipientsAdd(contact_ids=contact_ids))
         await campaigns.start(session, tenant.id, campaign.id)
     async with db.transaction() as session:
-        claimed = await sending.claim_due(session, now=utcnow(), limit=recipients, lease_owner="bench",
+        claimed = await claims.claim_due(session, now=utcnow(), limit=recipients, lease_owner="bench",
                                           lease_seconds=600, campaign_id=campaign.id)
     async with db.transaction() as session:
         await sending.record_outcomes(session, [sending.SendOutcome(recipient_id=c.id, ok=True,
@@ -318,6 +318,9 @@ def _bench(args: argparse.Namespace) -> None:
         print(f"server CPU per request: bare {bare_cpu * 1e6:.0f} µs, clarion {our_cpu * 1e6:.0f} µs (its event "
               f"writer included{', not the database server' if args.backend == 'postgres' else ''}) -> "
               f"bare/clarion {bare_cpu / our_cpu:.0%}")
+        print("  by round, bare/clarion µs: " + " ".join(
+            f"{b['cpu'] / b['requests'] * 1e6:.0f}/{o['cpu'] / o['requests'] * 1e6:.0f}"
+            for b, o in zip(bare_segments, our_segments, strict=True)))
     accepted, _, stored, _ = durability[-1]
     slowest = max(after for *_, after in durability)
     most_behind = max(total - at_stop for total, at_stop, _, _ in durability)

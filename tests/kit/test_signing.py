@@ -95,3 +95,37 @@ def test_compact_tokens_detect_every_changed_character_and_other_spellings() -> 
                 assert signer.verify_compact("tg-start", token[:i] + other + token[i + 1:], bound_to=tenant) is None
     for bad in ("", token[:-1], token + "A", token + "=", "!" * len(token)):
         assert signer.verify_compact("tg-start", bad, bound_to=tenant) is None
+
+
+def test_the_token_format_is_the_documented_hmac_so_old_links_keep_working() -> None:
+    # Computed here from the definition, not through Signer: verify's precomputed HMAC state must produce exactly
+    # the MAC that tokens already sent in messages carry.
+    import base64
+    import hashlib
+    import hmac
+
+    from clarion.kit.crypto import derive_key
+
+    key = derive_key(SECRET, "signing/click")
+    body = "n2n9c.n16"
+    mac = base64.urlsafe_b64encode(hmac.new(key, b"click\x00" + body.encode(), hashlib.sha256).digest()[:16])
+    token = f"{body}.{mac.decode().rstrip('=')}"
+    signer = Signer(SECRET)
+    assert signer.sign("click", (123456, 42)) == token
+    assert signer.verify("click", token) == (123456, 42)
+
+
+def test_verifying_many_tokens_of_several_purposes_keeps_each_purpose_apart() -> None:
+    signer = Signer(SECRET)
+    opens = [signer.sign("open", (n,)) for n in range(1, 50)]
+    clicks = [signer.sign("click", (n, n + 1)) for n in range(1, 50)]
+    for n, (open_token, click_token) in enumerate(zip(opens, clicks, strict=True), start=1):
+        assert signer.verify("open", open_token) == (n,)
+        assert signer.verify("click", click_token) == (n, n + 1)
+        assert signer.verify("click", open_token) is None
+        assert signer.verify("open", click_token) is None
+    # A forged MAC of the right length, and one with non-ASCII characters, are refused without an error.
+    body = opens[0].rpartition(".")[0]
+    assert signer.verify("open", f"{body}.{'A' * 22}") is None
+    assert signer.verify("open", f"{body}.{'é' * 22}") is None
+    assert signer.verify("open", f"n1x.{opens[0].rpartition('.')[2]}") is None  # body changed, MAC kept

@@ -176,6 +176,23 @@ async def test_click_targets_are_read_once_then_served_from_memory(api, db) -> N
     assert targets.cached(bob.id, link) is not None
 
 
+async def test_clicks_that_miss_together_share_one_lookup(api, db) -> None:  # type: ignore[no-untyped-def]
+    sent = await sent_campaign(api, db, [f"r{n}@example.com" for n in range(5)])
+    [other] = await sent_campaign(api, db, ["other@example.com"])
+    link = await register_link(db, api.tenant.id, sent[0].campaign_id, "https://shop.example/sale")
+    targets = ClickTargets(db)
+    found = await asyncio.gather(*(targets.find(r.id, link) for r in sent), targets.find(other.id, link),
+                                 targets.find(10**12, link), targets.find(sent[0].id, link + 1000))
+    assert [t.recipient_id for t in found[:5]] == [r.id for r in sent]
+    assert {t.url for t in found[:5]} == {"https://shop.example/sale"}
+    # Another campaign's recipient, one that does not exist and a link that does not exist: refused all the same.
+    assert found[5:] == [None, None, None]
+    assert targets.lookups == 1
+    assert all(targets.cached(r.id, link) is not None for r in sent)
+    # A miss after that lookup queues a lookup of its own.
+    assert await targets.find(sent[0].id, link + 1000) is None and targets.lookups == 2
+
+
 async def test_a_link_not_found_is_not_remembered_as_missing(api, db) -> None:  # type: ignore[no-untyped-def]
     [ann] = await sent_campaign(api, db, ["ann@example.com"])
     targets = ClickTargets(db)

@@ -124,10 +124,11 @@ async def find_link(session: AsyncSession, link_id: int) -> LinkTarget | None:
     return LinkTarget(link.tenant_id, link.campaign_id, link.url) if link is not None else None
 
 
-async def recipient_campaign(session: AsyncSession, recipient_id: int) -> tuple[uuid.UUID, uuid.UUID] | None:
-    """(tenant id, campaign id) of a recipient, if it exists."""
-    ref = await sending.get_recipient_ref(session, recipient_id)
-    return (ref.tenant_id, ref.campaign_id) if ref is not None else None
+async def recipient_campaigns(session: AsyncSession,
+                              recipient_ids: set[int]) -> dict[int, tuple[uuid.UUID, uuid.UUID]]:
+    """recipient id → (tenant id, campaign id), for those that exist: one query."""
+    refs = await sending.get_recipient_refs(session, recipient_ids)
+    return {rid: (ref.tenant_id, ref.campaign_id) for rid, ref in refs.items()}
 
 
 # --- view in browser ---------------------------------------------------------------------------------------
