@@ -9,7 +9,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from clarion.audience.consent import consents
 from clarion.audience.importer import EmailNormalizer, attribute_value
 from clarion.audience.normalize import normalize_email
 
@@ -357,39 +356,6 @@ def test_chunk_validation_matches_the_plain_rules(rows: list[list[str]], default
     expected = [_reference_row(line, cells, columns, default_region) for line, cells in records]
     assert got_rows == [tuple(r) for r in expected if isinstance(r, ImportRow)]
     assert got_rejections == [r for r in expected if not isinstance(r, ImportRow)]
-
-
-def _pipeline_csv() -> bytes:
-    lines = [BAD_ROWS_CSV.rstrip("\n")]
-    for i in range(60):
-        phone = f"+1415555{i % 25:04d}" if i % 3 == 0 else ""
-        lines.append(f"user{i % 40}@example.com,{phone},N{i},Europe/Berlin,t{i % 4};vip")
-    lines.append('broken,"unterminated')
-    return ("\n".join(lines) + "\n").encode()
-
-
-async def test_worker_process_pipeline_gives_the_in_process_result(db) -> None:  # type: ignore[no-untyped-def]
-    import io
-
-    from clarion.audience import importer, service
-    from tests.conftest import make_tenant
-
-    snapshots = []
-    for workers in (0, 1):
-        tenant = await make_tenant(db, f"Pipeline{workers}")
-        async with db.transaction() as session:
-            result = await importer.import_csv(session, tenant.id, io.BytesIO(_pipeline_csv()), default_region=None,
-                                               chunk_rows=7,
-                                               workers=workers)
-        async with db.transaction() as session:
-            page = await service.list_contacts(session, tenant.id, tag=None, q=None, subscriptions={}, limit=500,
-                                               cursor=None)
-            contacts = sorted((c.email, c.phone, c.first_name, c.timezone, c.tags, c.attributes,
-                               sorted((s.channel, s.status, s.source) for s in consents(c).values()))
-                              for c in page.rows)
-        snapshots.append((result.model_dump(), contacts))
-    assert snapshots[0] == snapshots[1]
-    assert snapshots[0][0]["created"] > 40 and snapshots[0][0]["rejected"]
 
 
 async def test_imported_rows_are_stored_exactly_as_the_orm_stores_them(api: httpx.AsyncClient, db) -> None:  # type: ignore[no-untyped-def]

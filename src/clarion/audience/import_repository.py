@@ -248,14 +248,40 @@ class ContactImportRepo(TenantRepository[Contact]):
 
     async def _copy_inserts(self, conn: AsyncConnection, contacts: Sequence[NewRow | PlannedContact],
                             now: datetime, source: str) -> None:
-        # COPY streams rows in the session's own transaction: several times faster than multi-row INSERTs.
+        # COPY streams rows in the session's own transaction: several times faster than multi-row INSERTs. The
+        # chunk goes over as one text in COPY's own format, built here: psycopg's write_row (a coroutine and a
+        # dumper per value) cost ~3.8 µs a row, this ~1.7.
         raw = (await conn.get_raw_connection()).driver_connection
+        rows = self._serialised_rows(contacts, str(self.tenant_id), now.isoformat(), source)
         async with raw.cursor() as cursor, cursor.copy(_COPY_CONTACTS_PG) as copy:
-            write_row = copy.write_row
-            for row in self._serialised_rows(contacts, self.tenant_id, now, source):
-                await write_row(row)
+            await copy.write(copy_text(rows))
 
 
+def copy_text(rows: Sequence[tuple[Any, ...]]) -> str:
+    """_serialised_rows' rows as the lines of a text-format COPY: tab-separated, None as \\N, and a backslash, tab,
+    newline or carriage return inside a value escaped. Only columns 2–9 (names, addresses, locale, time zone, JSON)
+    can be None or hold such characters (ids, times, the bits and the source never do). Most rows need no escape:
+    each is formatted directly, and counted to prove it. Its backslashes must be exactly the \\N of its None
+    values, its tabs the 13 separators, and its one newline and no carriage return the line's end; any other row
+    is formatted again, value by value, with escapes."""
+    null = "\\N"
+    lines = []
+    for row in rows:
+        (id_hex, tenant, email, phone, first_name, last_name, locale, timezone, attributes, tags, created,
+         updated, channels, source) = row
+        line = (f"{id_hex}\t{tenant}\t{null if email is None else email}\t{null if phone is None else phone}\t"
+                f"{null if first_name is None else first_name}\t{null if last_name is None else last_name}\t"
+                f"{null if locale is None else locale}\t{null if timezone is None else timezone}\t"
+                f"{null if attributes is None else attributes}\t{null if tags is None else tags}\t"
+                f"{created}\t{updated}\t{channels}\t{source}\n")
+        if (line.count("\\") != row[2:10].count(None) or line.count("\t") != len(row) - 1
+                or line.count("\n") != 1 or "\r" in line):
+            line = "\t".join(null if value is None else str(value).translate(_COPY_ESCAPES) for value in row) + "\n"
+        lines.append(line)
+    return "".join(lines)
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _INSERT_CONTACTS_SQLITE = (f"INSERT INTO contacts ({', '.join(_CONTACT_COLUMNS)}) "
                            f"VALUES ({', '.join('?' * len(_CONTACT_COLUMNS))})")
 _COPY_CONTACTS_PG = f"COPY contacts ({', '.join(_CONTACT_COLUMNS)}) FROM STDIN"

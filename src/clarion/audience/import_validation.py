@@ -1,7 +1,6 @@
 """Validation of imported CSV rows: a pure function of (header layout, default region, raw cells).
 
-Nothing here touches the database, the event loop or the app: `validate_chunk` is picklable and runs either in
-the importing process or in a worker process (see importer), with identical results. The row rules are those of
+Nothing here touches the database, the event loop or the app. The row rules are those of
 `audience.normalize`; the email fast path is an exact shortcut proved against email-validator in the tests.
 """
 
@@ -78,8 +77,7 @@ def _json_scalar(value: str | float | bool) -> str:
 
 
 class ImportRow(NamedTuple):
-    """A valid row, normalised. `tags_json`/`attributes_json` are the stored JSON texts of `tags`/`attributes`,
-    serialised where validation runs (often a worker process) so the writing process does not have to."""
+    """A valid row, normalised. `tags_json`/`attributes_json` are the stored JSON texts of `tags`/`attributes`."""
 
     line: int
     email: str | None
@@ -94,8 +92,8 @@ class ImportRow(NamedTuple):
     attributes_json: str
 
 
-# Valid rows cross process boundaries as plain tuples in ImportRow's field order (a NamedTuple unpickles through
-# a Python-level constructor, ~3x slower); these are the positions.
+# Valid rows are plain tuples in ImportRow's field order (building a NamedTuple goes through a Python-level
+# constructor, several times slower); these are the positions.
 (LINE, EMAIL, PHONE, FIRST_NAME, LAST_NAME, LOCALE, TIMEZONE, TAGS, ATTRIBUTES, TAGS_JSON,
  ATTRIBUTES_JSON) = range(len(ImportRow._fields))
 RowTuple = tuple[Any, ...]
@@ -273,7 +271,7 @@ class RowValidator:
 
 
 # One validator per (layout, region) for the life of the process, so the per-domain email verdicts and the
-# remembered locales/time zones/tags carry over from chunk to chunk, also inside a worker process.
+# remembered locales/time zones/tags carry over from chunk to chunk.
 _validators: dict[tuple[Any, ...], RowValidator] = {}
 
 

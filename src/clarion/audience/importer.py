@@ -6,12 +6,10 @@ contacts that own the chunk's emails and phones, and written with set-based stat
 Until a chunk meets a contact that exists, the match needs no lookup (see import_csv).
 
 Reading and validating run on the event loop in slices of a few hundred rows, yielding between slices. On
-PostgreSQL chunk N is written (mostly the server's work) while chunk N+1 is read and validated. For a big file
-on a host with CPUs to spare, a worker process validates instead, with at most `_IN_FLIGHT` chunks handed over
-at a time; memory stays flat either way. Small files (tests, most API uploads) never start a worker: that would
-cost more than it saves. Both paths give identical results. The worker is started with `spawn`, so a script that
-runs an import must guard its entry point with `if __name__ == "__main__":` (as any multiprocessing user must);
-should the worker die anyway, the import goes on validating in-process.
+PostgreSQL chunk N is written (mostly the server's work) while chunk N+1 is read and validated. Validation runs in
+this process: a worker process that validated while this one wrote was measured on a 2-CPU host (2026-12-07,
+bench/import_contacts.py, 200,000 rows): it added 5–6 µs of CPU a row (chunks pickled both ways) and gained no
+wall time on either database, the database already using the second CPU.
 
 Rules a CSV follows:
 
@@ -32,14 +30,9 @@ import codecs
 import csv
 import gc
 import io
-import multiprocessing
-import os
 import threading
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -76,20 +69,10 @@ from clarion.errors import Conflict, Invalid, field_error
 from clarion.kit.clock import utcnow
 
 __all__ = ["Columns", "EmailNormalizer", "ImportRow", "RecordReader", "Rejection", "RowValidator", "attribute_value",
-           "check_utf8_text", "import_csv", "parse_header", "plan_chunk", "read_records"]
+           "check_utf8_text", "import_csv", "parse_header", "plan_chunk"]
 
 IMPORT_SOURCE = "import"
 _SCAN_BLOCK = 1 << 20
-# Below this size a file is validated in-process; above it a worker process validates while this one writes.
-# ~4 MB is ~40,000 typical rows: from there on the overlap saves more than a worker's start-up (~0.5 s).
-POOL_MIN_BYTES = 4 << 20
-# Measured on a 2-CPU host (bench/import_contacts.py, 100k rows): the worker made the import slower on both
-# databases (SQLite 10.8k vs 16.6k rows/s, PostgreSQL 8.0k vs 10.6k): validation then competes with the
-# writing process and the database for the same two CPUs, and moving rows between processes costs ~10 µs a row.
-# So the pipeline is used only where a CPU is left over for it.
-_POOL_MIN_CPUS = 3
-# Chunks handed to the worker and not yet written: one being validated, one queued behind it.
-_IN_FLIGHT = 2
 
 
 # --- reading -----------------------------------------------------------------------------------------------
@@ -194,16 +177,6 @@ class RecordReader:
                 records.append((line, cells))
             counted += 1
         return records, malformed
-
-
-def read_records(reader: Any, chunk_rows: int
-                 ) -> Iterator[tuple[list[tuple[int, list[str]]], list[Rejection]]]:
-    """Yield per chunk of at most `chunk_rows` data rows: the (line, cells) records and the malformed lines."""
-    source = RecordReader(reader)
-    while not source.exhausted:
-        records, malformed = source.read(chunk_rows)
-        if records or malformed:
-            yield records, malformed
 
 
 # --- upsert planning ---------------------------------------------------------------------------------------
@@ -315,10 +288,9 @@ def plan_chunk(rows: list[RowTuple], existing: list[ExistingContact]) -> ChunkPl
     return plan
 
 
-# --- validated chunks: in slices on the event loop, or pipelined through a worker process -------------------
+# --- validated chunks, in slices on the event loop ----------------------------------------------------------
 
-# Read from the file: the records of a chunk, its malformed lines, and how far into the file the chunk ends.
-RecordChunk = tuple[list[tuple[int, list[str]]], list[Rejection], int]
+# A chunk's valid rows, its rejected lines, and how far into the file it ends.
 ValidatedChunk = tuple[list[RowTuple], list[Rejection], int]
 # Rows read and validated between two returns to the event loop: ~2 ms of CPU, so other requests (and the
 # database I/O of the chunk being written) wait at most that long.
@@ -345,39 +317,6 @@ async def _validated_in_slices(reader: Any, binary: BinaryIO, columns: Columns, 
             await asyncio.sleep(0)
         if counted:
             yield rows, rejections, binary.tell()
-
-
-def _record_chunks(reader: Any, binary: BinaryIO, chunk_rows: int) -> Iterator[RecordChunk]:
-    for records, malformed in read_records(reader, chunk_rows):
-        yield records, malformed, binary.tell()
-
-
-async def _validated_in_worker(chunks: Iterator[RecordChunk], columns: Columns, default_region: str | None,
-                               pool: ProcessPoolExecutor) -> AsyncIterator[ValidatedChunk]:
-    pending: deque[tuple[Future[tuple[list[RowTuple], list[Rejection]]], RecordChunk]] = deque()
-    exhausted = broken = False
-    while True:
-        while not exhausted and len(pending) < _IN_FLIGHT:
-            raw = await asyncio.to_thread(next, chunks, None)
-            if raw is None:
-                exhausted = True
-                break
-            items, malformed, position = raw
-            if broken:
-                rows, rejections = await asyncio.to_thread(validate_chunk, columns, default_region, items)
-                yield rows, malformed + rejections, position
-                continue
-            pending.append((pool.submit(validate_chunk, columns, default_region, items), raw))
-        if not pending:
-            return
-        future, (items, malformed, position) = pending.popleft()
-        try:
-            rows, rejections = await asyncio.wrap_future(future)
-        except BrokenProcessPool:
-            # The worker died (killed, or an unguarded entry script under spawn): validate here instead.
-            broken = True
-            rows, rejections = await asyncio.to_thread(validate_chunk, columns, default_region, items)
-        yield rows, malformed + rejections, position
 
 
 @contextmanager
@@ -409,13 +348,6 @@ _imports_running = 0
 _saved_threshold: tuple[int, ...] | None = None
 
 
-def _validation_pool(workers: int) -> ProcessPoolExecutor | None:
-    if workers < 1:
-        return None
-    # spawn, not fork: the importing process has running threads (event loop helpers, database drivers).
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-
-
 # --- the chunk loop ----------------------------------------------------------------------------------------
 
 async def import_csv(
@@ -427,19 +359,14 @@ async def import_csv(
     chunk_rows: int,
     after_chunk: Callable[[], Awaitable[None]] | None = None,
     on_progress: Callable[[int], None] | None = None,
-    workers: int | None = None,
 ) -> ImportResult:
     """Import a CSV (a seekable binary stream) into the tenant's contacts; flushes, never commits.
 
     `after_chunk` runs once each chunk is written (the CLI commits there); `on_progress` gets the bytes read.
-    `workers`: validation processes; None picks one for files of at least POOL_MIN_BYTES when the host has
-    at least _POOL_MIN_CPUS CPUs, else none (validation in-process).
     """
     if chunk_rows < 1:
         raise ValueError("chunk_rows must be at least 1")
-    size = await asyncio.to_thread(check_utf8_text, binary)
-    if workers is None:
-        workers = 1 if size >= POOL_MIN_BYTES and len(os.sched_getaffinity(0)) >= _POOL_MIN_CPUS else 0
+    await asyncio.to_thread(check_utf8_text, binary)
     repo = ContactImportRepo(session, tenant_id)
     text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
     created = updated = 0
@@ -481,13 +408,10 @@ async def import_csv(
     # is written, so it sees N's contacts. SQLite writes in this process: there is nothing to overlap with.
     overlap = await repo.written_by_another_process()
     writing: asyncio.Task[None] | None = None
-    pool: ProcessPoolExecutor | None = None
     try:
         reader = csv.reader(text)
         columns = await asyncio.to_thread(read_header, reader)
-        pool = _validation_pool(workers)
-        chunks = (_validated_in_slices(reader, binary, columns, default_region, chunk_rows) if pool is None else
-                  _validated_in_worker(_record_chunks(reader, binary, chunk_rows), columns, default_region, pool))
+        chunks = _validated_in_slices(reader, binary, columns, default_region, chunk_rows)
         try:
             with _rarer_young_collections():
                 async for chunk in chunks:
@@ -508,7 +432,5 @@ async def import_csv(
                 writing.exception()  # raised above, or superseded by the error that ends the import
             await chunks.aclose()
     finally:
-        if pool is not None:
-            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
         text.detach()  # the caller owns the binary stream; closing the wrapper must not close it
     return ImportResult(created=created, updated=updated, rejected=rejected)

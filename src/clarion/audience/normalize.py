@@ -88,8 +88,94 @@ def _is_valid_e164(text: str) -> bool:
         return False
     if prefix is not None and prefix.match(national):
         return False
-    number = phonenumbers.PhoneNumber(country_code=country_code, national_number=int(national))
-    return bool(phonenumbers.is_valid_number(number))
+    return _is_valid_number(country_code, national)
+
+
+# phonenumbers' number types, in the order its _number_type_helper tries them.
+_NUMBER_TYPES = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager", "uan", "voicemail",
+                 "fixed_line", "mobile")
+
+
+def _is_valid_number(country_code: int, national: str) -> bool:
+    """phonenumbers.is_valid_number of the number `national` (digits, no leading zero) of this country code, step
+    for step: the region as region_code_for_number picks it, then is_valid_number_for_region. Only "is it any known
+    type of the region" is answered faster (_matches_a_number_type), and the metadata lookups are made once per
+    country code (_regions_of): for a +1 number phonenumbers tries up to ten patterns one call at a time, twice,
+    ≈ 14 µs. Proved identical by a hypothesis test against is_valid_number."""
+    regions = _regions_by_code.get(country_code)
+    if regions is None:
+        regions = _regions_by_code[country_code] = _regions_of(country_code)
+    if len(regions) == 1:
+        final = regions[0][2]
+        return final is not None and _matches_a_number_type(national, final)
+    for leading_digits, metadata, final in regions:
+        if metadata is None:
+            continue
+        if leading_digits is not None:
+            if leading_digits.match(national) is None:
+                continue
+        elif not _matches_a_number_type(national, metadata):
+            continue
+        elif final is metadata:
+            return True  # the check is_valid_number_for_region makes, with the same metadata, just passed
+        return final is not None and _matches_a_number_type(national, final)
+    return False
+
+
+_RegionEntry = tuple[re.Pattern[str] | None, phonenumbers.PhoneMetadata | None, phonenumbers.PhoneMetadata | None]
+_regions_by_code: dict[int, tuple[_RegionEntry, ...]] = {}
+
+
+def _regions_of(country_code: int) -> tuple[_RegionEntry, ...]:
+    """Per region of the code, in phonenumbers' order: its leading-digits pattern and metadata (what
+    region_code_for_number looks at), and the metadata is_valid_number_for_region validates against (None where
+    that returns False whatever the number). An unknown code has no region: no number of it is valid."""
+    entries = []
+    for region in phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(country_code, ()):
+        metadata = phonenumbers.PhoneMetadata.metadata_for_region(region.upper(), None)
+        leading = metadata.leading_digits if metadata is not None else None
+        final = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(country_code, region.upper())
+        if final is not None and region != phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY and (
+                country_code != phonenumbers.country_code_for_valid_region(region)):
+            final = None
+        entries.append((re.compile(leading) if leading is not None else None, metadata, final))
+    return tuple(entries) or ((None, None, None),)
+
+
+# (id of a region's metadata, number length) → (the metadata, kept so the id stays its own; the general pattern and
+# the alternation of the type patterns a number of that length can match), or None when none can.
+_type_patterns: dict[tuple[int, int], tuple[object, re.Pattern[str], re.Pattern[str]] | None] = {}
+
+
+def _matches_a_number_type(national: str, metadata: phonenumbers.PhoneMetadata) -> bool:
+    """_number_type_helper(national, metadata) != UNKNOWN, as two regular-expression matches. That helper fully
+    matches the general pattern, then each type's pattern (a type applies only when the number's length is one of
+    its possible lengths, and mobile is skipped when the metadata says it equals fixed line) until one matches. A
+    full match of the alternation of those patterns is a full match of one of them."""
+    key = (id(metadata), len(national))
+    found = _type_patterns.get(key, False)
+    if found is False:
+        found = _type_patterns[key] = _compile_type_patterns(metadata, len(national))
+    if found is None:
+        return False
+    _, general, types = found
+    return general.fullmatch(national) is not None and types.fullmatch(national) is not None
+
+
+def _compile_type_patterns(metadata: phonenumbers.PhoneMetadata, length: int
+                           ) -> tuple[object, re.Pattern[str], re.Pattern[str]] | None:
+    def applies(desc: phonenumbers.PhoneNumberDesc | None) -> bool:
+        return (desc is not None and (not desc.possible_length or length in desc.possible_length)
+                and bool(desc.national_number_pattern))
+
+    if not applies(metadata.general_desc):
+        return None
+    names = _NUMBER_TYPES[:-1] if metadata.same_mobile_and_fixed_line_pattern else _NUMBER_TYPES
+    patterns = [desc.national_number_pattern for desc in (getattr(metadata, name) for name in names) if applies(desc)]
+    if not patterns:
+        return None
+    return (metadata, re.compile(metadata.general_desc.national_number_pattern),
+            re.compile("|".join(f"(?:{pattern})" for pattern in patterns)))
 
 
 @lru_cache(maxsize=1)

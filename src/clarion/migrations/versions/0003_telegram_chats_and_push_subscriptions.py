@@ -23,7 +23,10 @@ _CHAT_INDEX = 'ix_contacts_tenant_id_contacts_telegram_chat_id'
 
 def upgrade() -> None:
     op.add_column('contacts', sa.Column('telegram_chat_id', sa.String(length=32), nullable=True))
-    op.create_index(op.f(_CHAT_INDEX), 'contacts', ['tenant_id', 'telegram_chat_id'], unique=True)
+    # Partial: only the few contacts with a chat take an entry (an import writes millions without one).
+    op.create_index(op.f(_CHAT_INDEX), 'contacts', ['tenant_id', 'telegram_chat_id'], unique=True,
+                    sqlite_where=sa.text('telegram_chat_id IS NOT NULL'),
+                    postgresql_where=sa.text('telegram_chat_id IS NOT NULL'))
 
     op.create_table(
         'push_subscriptions',
