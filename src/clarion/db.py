@@ -64,7 +64,7 @@ class Database:
             async with self.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
             return True
-        except Exception:
+        except Exception:  # noqa: BLE001 - a health check: any failure to reach the database is a "no"
             return False
 
     async def dispose(self) -> None:

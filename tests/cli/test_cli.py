@@ -9,15 +9,14 @@ import sys
 import uuid
 from pathlib import Path
 
-import pytest
-
 from clarion.config import Settings
 
 CLARION = [sys.executable, "-m", "clarion.cli"]
 
 
 def run(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(CLARION + args, env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(CLARION + args, env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout,
+                          check=False)
 
 
 def test_tenant_create_json_prints_id_and_key_once_stored_hashed(tmp_path: Path) -> None:

@@ -10,7 +10,9 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
+from clarion.config import Settings
 from clarion.db import Database
+from clarion.delivery.dispatch import Dispatcher
 from clarion.models import Campaign, CampaignRecipient
 
 CAMPAIGNS = "/api/v1/campaigns"
@@ -75,6 +77,15 @@ async def running_campaign(api: httpx.AsyncClient, contacts: list[dict[str, Any]
 def people(n: int, tag: str | None = None) -> list[dict[str, Any]]:
     tag = tag or uuid.uuid4().hex[:8]
     return [{"email": f"p{i}-{tag}@example.com", "first_name": f"Ann{i}"} for i in range(n)]
+
+
+async def send_due(db: Database, settings: Settings, campaign_id: str) -> None:
+    """Send what is due of one campaign through the real dispatcher, as a worker would, and close it."""
+    dispatcher = Dispatcher(db, settings)
+    try:
+        await dispatcher.drain([uuid.UUID(campaign_id)])
+    finally:
+        await dispatcher.close()
 
 
 async def recipients(db: Database, campaign_id: str) -> list[CampaignRecipient]:

@@ -55,7 +55,7 @@ class RecordingHandler:
     data_count: int = 0
     per_connection: dict[Any, int] = field(default_factory=dict)
 
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,  # noqa: N802
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
                           rcpt_options: list[str]) -> str:
         reply = self.rcpt_replies.get(address)
         if reply is not None:
@@ -63,7 +63,7 @@ class RecordingHandler:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         with self.lock:
             self.data_count += 1
             number = self.data_count

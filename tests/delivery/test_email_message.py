@@ -48,13 +48,13 @@ def dns_for(key: rsa.RSAPrivateKey, selector: str = "mail", domain: str = "shop.
 
 
 def email(**overrides: Any) -> bytes:
-    args: dict[str, Any] = dict(
-        from_addr="Shop <news@shop.example>", to_addr="Zoë Müller <zoe@example.com>",
-        subject="Frühling: 20% off",
-        html=HTML, text=TEXT, reply_to="help@shop.example", list_unsubscribe_url=UNSUB_URL,
-        list_unsubscribe_mailto="unsubscribe@shop.example?subject=unsubscribe",
-        message_id_domain="shop.example",
-    )
+    args: dict[str, Any] = {
+        "from_addr": "Shop <news@shop.example>", "to_addr": "Zoë Müller <zoe@example.com>",
+        "subject": "Frühling: 20% off",
+        "html": HTML, "text": TEXT, "reply_to": "help@shop.example", "list_unsubscribe_url": UNSUB_URL,
+        "list_unsubscribe_mailto": "unsubscribe@shop.example?subject=unsubscribe",
+        "message_id_domain": "shop.example",
+    }
     args.update(overrides)
     return build_email(**args)
 

@@ -47,10 +47,9 @@ async def test_send_success_speaks_the_wire_format(harness: ProviderHarness) -> 
 async def test_transient_failure_then_retry_succeeds(harness: ProviderHarness) -> None:
     app, control = harness.sandbox()
     control.fail_next("transient")
-    async with serve_asgi(app) as url:
-        async with registry.build_provider(harness.slug, harness.config(url)) as provider:
-            [first] = await provider.send([harness.message("r1")])
-            [second] = await provider.send([harness.message("r1")])
+    async with serve_asgi(app) as url, registry.build_provider(harness.slug, harness.config(url)) as provider:
+        [first] = await provider.send([harness.message("r1")])
+        [second] = await provider.send([harness.message("r1")])
     assert not first.ok and first.transient and not first.opted_out and first.error
     assert second.ok and second.provider_message_id
 

@@ -16,14 +16,11 @@ from clarion.audience import service as audience
 from clarion.config import Settings
 from clarion.db import Database
 from clarion.delivery.channels.webpush import generate_vapid_keys
-from clarion.delivery.dispatch import Dispatcher
 from clarion.sandbox import telegram as telegram_sandbox
 from clarion.sandbox import webpush as push_sandbox
 from clarion.sandbox.control import SandboxControl
-from tests.delivery.helpers import parsed, recipients
+from tests.delivery.helpers import CAMPAIGNS, parsed, recipients, send_due
 from tests.fakes.serving import serve_asgi
-
-CAMPAIGNS = "/api/v1/campaigns"
 
 
 async def created(api: httpx.AsyncClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -53,11 +50,7 @@ async def run_campaign(api: httpx.AsyncClient, db: Database, settings: Settings,
     added = await created(api, f"{CAMPAIGNS}/{campaign_id}/recipients", {"contact_ids": contact_ids})
     assert added["recipients_added"] == len(contact_ids), added
     await created(api, f"{CAMPAIGNS}/{campaign_id}/start", {})
-    dispatcher = Dispatcher(db, settings)
-    try:
-        await dispatcher.drain([uuid.UUID(campaign_id)])
-    finally:
-        await dispatcher.close()
+    await send_due(db, settings, campaign_id)
     return str(campaign_id)
 
 

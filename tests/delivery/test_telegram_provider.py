@@ -35,7 +35,7 @@ from clarion.errors import Invalid
 from clarion.sandbox import telegram as sandbox
 from clarion.sandbox.control import SandboxControl
 from tests.delivery.contract.telegram import request_of
-from tests.fakes.serving import serve_asgi
+from tests.fakes.serving import InFlight, serve_asgi
 
 TOKEN = sandbox.DEFAULT_BOT_TOKEN
 
@@ -63,21 +63,6 @@ def provider(url: str, **overrides: Any) -> TelegramProvider:
 
 
 # --- sending ------------------------------------------------------------------------------------------------
-
-class InFlight:
-    """ASGI middleware counting the requests the app is serving at once."""
-
-    def __init__(self, app: Any) -> None:
-        self.app, self.now, self.peak = app, 0, 0
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        self.now += 1
-        self.peak = max(self.peak, self.now)
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.now -= 1
-
 
 async def test_a_batch_goes_out_concurrently_one_result_per_message_in_order() -> None:
     control = SandboxControl(latency_seconds=0.05)

@@ -10,6 +10,7 @@ import math
 import random
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -52,6 +53,23 @@ def stall(seconds: float) -> None:
     until = asyncio.get_running_loop().time() + seconds
     while asyncio.get_running_loop().time() < until:
         pass
+
+
+def stalling_once_at(item_no: int, seconds: float, sent_at: list[float]) -> Callable[[int], Awaitable[int]]:
+    """A send that notes when each item went (in `sent_at`) and stalls the event loop for `seconds` the first time
+    it sends `item_no`: a worker that misses its slots once."""
+    loop = asyncio.get_running_loop()
+    stalled = False
+
+    async def send_one(item: int) -> int:
+        nonlocal stalled
+        sent_at.append(loop.time())
+        if item == item_no and not stalled:
+            stalled = True
+            stall(seconds)
+        return item
+
+    return send_one
 
 
 # --- the rules: what a window can hold ------------------------------------------------------------------------
@@ -404,20 +422,9 @@ async def test_a_burst_goes_at_once_and_then_paces(db: Database) -> None:
 
 
 async def test_a_caller_that_misses_its_slot_re_reserves_instead_of_crowding(db: Database) -> None:
-    loop = asyncio.get_running_loop()
     sent_at: list[float] = []
-    stalled = False
-
-    async def send_one(item: int) -> int:
-        nonlocal stalled
-        sent_at.append(loop.time())
-        if item == 5 and not stalled:
-            stalled = True
-            stall(0.1)
-        return item
-
     throttle = Throttle(db, f"test:{uuid.uuid4()}", 100)
-    assert await throttle.send(list(range(60)), send_one) == list(range(60))
+    assert await throttle.send(list(range(60)), stalling_once_at(5, 0.1, sent_at)) == list(range(60))
     # About ten slots passed during the stall. Sent late they would leave in one clump; instead, as 60 slots
     # are a run too short for catch-ups, the ones later than on_time (18 ms) were given up and reserved again.
     # A start lies within [slot, slot + on_time], so any 20 ms holds at most the slots of 38 ms: 4 at 100/s —
@@ -431,21 +438,10 @@ async def test_a_caller_that_misses_its_slot_re_reserves_instead_of_crowding(db:
 
 async def test_a_stall_in_a_long_run_is_caught_up_at_the_paced_rate(db: Database) -> None:
     # 10% headroom at 200/s, with 5 ms for regular starts, leaves 19 catch-ups a second, so the test is short.
-    loop = asyncio.get_running_loop()
     sent_at: list[float] = []
-    stalled = False
-
-    async def send_one(item: int) -> int:
-        nonlocal stalled
-        sent_at.append(loop.time())
-        if item == 20 and not stalled:
-            stalled = True
-            stall(0.1)
-        return item
-
     throttle = Throttle(db, f"test:{uuid.uuid4()}", 200, headroom=0.1, chunk_seconds=3.0, on_time=0.005)
     assert throttle.rules.catch_ups == 19
-    assert await throttle.send(list(range(400)), send_one) == list(range(400))
+    assert await throttle.send(list(range(400)), stalling_once_at(20, 0.1, sent_at)) == list(range(400))
     # About 18 slots went by during the stall, early in a 2.2-second run: rather than given up, most were used
     # by catch-ups, after the run's first second and spaced evenly.
     assert throttle.stats.caught_up >= 10

@@ -34,7 +34,7 @@ from clarion.errors import Invalid
 from clarion.sandbox import twilio as sandbox
 from clarion.sandbox.control import SandboxControl
 from tests.delivery.contract.twilio import request_of
-from tests.fakes.serving import serve_asgi
+from tests.fakes.serving import InFlight, serve_asgi
 
 SID, TOKEN, NUMBER = sandbox.DEFAULT_ACCOUNT_SID, sandbox.DEFAULT_AUTH_TOKEN, sandbox.DEFAULT_NUMBER
 SERVICE = "MG" + "0123456789abcdef" * 2
@@ -212,34 +212,16 @@ async def test_a_payload_that_is_not_text_fails_only_that_message() -> None:
     assert [(r.ref, r.ok) for r in results] == [("a", True), ("e", False), ("b", True)]
 
 
-class _InFlight:
-    """ASGI wrapper counting the requests the server is working on at once."""
-
-    def __init__(self, app: Any) -> None:
-        self.app, self.now, self.most = app, 0, 0
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        self.now += 1
-        self.most = max(self.most, self.now)
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.now -= 1
-
-
 async def test_a_batch_goes_out_concurrently_up_to_max_concurrency_in_order() -> None:
     control = SandboxControl(latency_seconds=0.02)
-    app = _InFlight(sandbox.create_app(control))
+    app = InFlight(sandbox.create_app(control))
     batch = [sms(str(i), to=f"+1415555{i:04d}") for i in range(60)]
     async with serve_asgi(app) as url, registry.build_provider("twilio", config(url, max_concurrency=8)) as provider:
         results = await provider.send(batch)
     assert [r.ref for r in results] == [m.ref for m in batch] and all(r.ok for r in results)
     sent_to = {form_of(r.body)["To"] for r in control.requests}
     assert sent_to == {m.to for m in batch}
-    assert app.most == 8
+    assert app.peak == 8
 
 
 # --- the credentials check ----------------------------------------------------------------------------------

@@ -9,8 +9,6 @@ import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 from typing import Any
 
 import httpx
@@ -23,7 +21,7 @@ from pydantic import ValidationError
 from clarion.delivery.channels import registry
 from clarion.delivery.channels.base import OutgoingMessage, TextPayload
 from clarion.delivery.channels.webpush import WebPushConfig, WebPushProvider, generate_vapid_keys
-from clarion.delivery.channels.webpush.provider import MAX_PAYLOAD, notification, retry_after_seconds
+from clarion.delivery.channels.webpush.provider import MAX_PAYLOAD, notification
 from clarion.sandbox import webpush as sandbox
 from clarion.sandbox.control import SandboxControl
 from tests.fakes.serving import serve_asgi
@@ -176,13 +174,6 @@ async def test_check_signs_a_token_with_the_configured_key() -> None:
 def test_the_notification_is_the_json_a_service_worker_shows() -> None:
     payload = TextPayload(text="Body", fields={"title": "T", "url": "", "subscriptions": []})
     assert json.loads(notification(payload)) == {"title": "T", "body": "Body"}
-
-
-def test_retry_after_takes_seconds_or_an_http_date() -> None:
-    assert retry_after_seconds("120") == 120.0
-    later = format_datetime(datetime.now(UTC) + timedelta(seconds=90), usegmt=True)
-    assert 80 < (retry_after_seconds(later) or 0) <= 90
-    assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None
 
 
 def test_config_takes_pem_or_raw_keys_and_derives_the_public_key() -> None:

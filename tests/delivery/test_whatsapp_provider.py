@@ -34,7 +34,7 @@ from clarion.errors import Invalid
 from clarion.sandbox import whatsapp as sandbox
 from clarion.sandbox.control import SandboxControl
 from tests.delivery.contract.whatsapp import ACCOUNT, TEMPLATE, webhook_request
-from tests.fakes.serving import serve_asgi
+from tests.fakes.serving import InFlight, serve_asgi
 
 OTHER = sandbox.SandboxAccount(phone_number_id="200000000000002", app_secret="other-secret")
 
@@ -220,23 +220,6 @@ async def test_a_batch_keeps_its_order_and_refuses_unsendable_messages_without_a
     assert len(control.requests) == 26
 
 
-class InFlight:
-    """Wraps an ASGI app and records the most requests it was serving at once."""
-
-    def __init__(self, app: Any) -> None:
-        self.app, self.now, self.peak = app, 0, 0
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        self.now += 1
-        self.peak = max(self.peak, self.now)
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.now -= 1
-
-
 async def test_a_batch_fans_out_up_to_max_concurrency_and_no_further() -> None:
     control = SandboxControl(latency_seconds=0.05)
     counted = InFlight(sandbox.create_app(control, ACCOUNT))
@@ -332,7 +315,7 @@ async def test_timeouts_and_refused_connections_are_transient() -> None:
     async with provider_for(url) as provider:  # the server is gone now
         [refused] = await provider.send([template_message("gone")])
     assert not slow.ok and slow.transient and "timed out" in (slow.error or "")
-    assert not refused.ok and refused.transient and "unreachable" in (refused.error or "")
+    assert not refused.ok and refused.transient and "cannot reach" in (refused.error or "")
 
 
 async def test_raw_graph_responses_of_the_sandbox() -> None:

@@ -38,3 +38,22 @@ async def serve_asgi(app: Any, *, sock: socket.socket | None = None,
         server.should_exit = True
         await task
         sock.close()
+
+
+class InFlight:
+    """ASGI middleware that records the most HTTP requests `app` was serving at once (`peak`): how a test sees a
+    provider's concurrency from the server's side."""
+
+    def __init__(self, app: Any) -> None:
+        self.app, self.now, self.peak = app, 0, 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.now -= 1

@@ -13,12 +13,11 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from clarion.config import Settings
 from clarion.db import Database
-from clarion.delivery.dispatch import Dispatcher
-from clarion.models import Campaign, CampaignRecipient, WebhookCall
+from clarion.models import WebhookCall
 from clarion.sandbox import twilio as sandbox
 from clarion.sandbox.control import SandboxControl
+from tests.delivery import helpers as delivery_helpers
 from tests.fakes.serving import serve_asgi
 
 BASE_URL = "http://clarion.test"  # the test settings' base_url: what Twilio signs our webhook URLs with
@@ -98,24 +97,9 @@ async def sms_campaign(api: httpx.AsyncClient, account: TwilioAccount, contacts:
     return str(campaign_id)
 
 
-async def send_due(db: Database, settings: Settings, campaign_id: str) -> None:
-    dispatcher = Dispatcher(db, settings)
-    try:
-        await dispatcher.drain([uuid.UUID(campaign_id)])
-    finally:
-        await dispatcher.close()
-
-
-async def recipients_of(db: Database, campaign_id: str) -> list[CampaignRecipient]:
-    async with db.transaction() as session:
-        rows = await session.execute(select(CampaignRecipient).where(
-            CampaignRecipient.campaign_id == uuid.UUID(campaign_id)).order_by(CampaignRecipient.id))
-        return list(rows.scalars())
-
-
-async def campaign_of(db: Database, campaign_id: str) -> Campaign:
-    async with db.transaction() as session:
-        return (await session.execute(select(Campaign).where(Campaign.id == uuid.UUID(campaign_id)))).scalar_one()
+# The delivery tests' helpers, under the names the tracking tests know them by.
+send_due = delivery_helpers.send_due
+recipients_of, campaign_of = delivery_helpers.recipients, delivery_helpers.campaign_row
 
 
 async def calls_of(db: Database, channel_id: str) -> list[WebhookCall]:

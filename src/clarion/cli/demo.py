@@ -74,7 +74,7 @@ async def ensure_demo_tenant(settings: Settings, db: Database) -> DemoTenant:
                 return DemoTenant(tenant_id, key, seeded=True, sending_campaign_id=saved.get("sending_campaign_id"),
                                   whatsapp_campaign_id=saved.get("whatsapp_campaign_id"),
                                   sms_campaign_id=saved.get("sms_campaign_id"))
-            except Exception:  # noqa: BLE001 - the database was reset: seed a new tenant
+            except Exception:  # noqa: BLE001, S110 - the database was reset: seed a new tenant
                 pass
         tenant = await tenancy.create_tenant(session, "Demo Shop", plan="business", default_region="US")
         _, key = await tenancy.create_api_key(session, tenant.id, ApiKeyCreate(name="demo"))

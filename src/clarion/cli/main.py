@@ -5,7 +5,7 @@ import json
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -219,8 +219,8 @@ async def _seed_demo(contacts: int):  # type: ignore[no-untyped-def]
 
 @import_app.command("contacts")
 def import_contacts(
-    file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="CSV file (UTF-8)"),
-    tenant: uuid.UUID = typer.Option(..., "--tenant", help="Tenant id to import into"),
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="CSV file (UTF-8)")],
+    tenant: Annotated[uuid.UUID, typer.Option("--tenant", help="Tenant id to import into")],
 ) -> None:
     """Upsert contacts from a CSV file (by email, else phone); prints {created, updated, rejected} as JSON."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn

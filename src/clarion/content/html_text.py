@@ -19,10 +19,10 @@ import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-from html import unescape
 from html import parser as html_parser
+from html import unescape
 from html.parser import HTMLParser
+from typing import Any
 
 _BLOCK_TAGS = {"p", "div", "section", "article", "header", "footer", "table", "tr", "ul", "ol", "blockquote",
                "h1", "h2", "h3", "h4", "h5", "h6", "pre", "hr", "center", "main", "aside", "nav", "form"}

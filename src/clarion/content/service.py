@@ -66,9 +66,8 @@ def _check(template: Template) -> None:
         if not template.body_html and not template.body_text:
             errors.append(field_error(["body", "body_html"], "an email template needs body_html or body_text",
                                       "missing"))
-    elif channel in TEXT_ONLY_CHANNELS:
-        if not template.body_text:
-            errors.append(field_error(["body", "body_text"], f"a {channel} template needs body_text", "missing"))
+    elif channel in TEXT_ONLY_CHANNELS and not template.body_text:
+        errors.append(field_error(["body", "body_text"], f"a {channel} template needs body_text", "missing"))
     if channel == "whatsapp":
         if not template.provider_template_name or not template.language_code:
             errors.append(field_error(["body", "whatsapp"], "a whatsapp template needs whatsapp.name and "

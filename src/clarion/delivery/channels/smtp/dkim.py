@@ -42,7 +42,8 @@ def normalise_private_key(pem: str | bytes) -> bytes:
     except (ValueError, TypeError) as exc:
         raise ValueError("not an unencrypted PEM private key") from exc
     if not isinstance(key, rsa.RSAPrivateKey):
-        raise ValueError("DKIM needs an RSA private key")
+        # ValueError, as the docstring promises: the config validator turns only ValueError into a field error.
+        raise ValueError("DKIM needs an RSA private key")  # noqa: TRY004
     if key.key_size < 1024:
         raise ValueError("an RSA key under 1024 bits is rejected by receivers")
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
 TELEGRAM_API = "https://api.telegram.org"
 # BotFather's tokens: the bot's numeric id, a colon, 35 characters of base64url (checked loosely on length).
@@ -11,6 +11,12 @@ _BOT_TOKEN = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{20,100}$")
 _SECRET_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 # A bot's username: 5-32 characters of letters, digits and underscores, ending in "bot" (any case).
 _BOT_USERNAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{1,29}[Bb][Oo][Tt]$")
+# Secret field → the shape its value must have, and the rule a value of another shape is told.
+_SECRET_SHAPES = {
+    "bot_token": (_BOT_TOKEN, "not a bot token as BotFather issues them (<bot id>:<secret>)"),
+    "webhook_secret_token": (
+        _SECRET_TOKEN, "1-256 characters of A-Z, a-z, 0-9, _ and - (Telegram's rule for secret_token)"),
+}
 
 
 class TelegramConfig(BaseModel):
@@ -26,18 +32,12 @@ class TelegramConfig(BaseModel):
     max_concurrency: int = Field(default=50, ge=1, le=1000, description="Requests in flight per send")
     timeout: float = Field(default=15.0, gt=0, le=120)
 
-    @field_validator("bot_token")
+    @field_validator(*_SECRET_SHAPES)
     @classmethod
-    def _token_shape(cls, value: SecretStr) -> SecretStr:
-        if not _BOT_TOKEN.match(value.get_secret_value()):
-            raise ValueError("not a bot token as BotFather issues them (<bot id>:<secret>)")
-        return value
-
-    @field_validator("webhook_secret_token")
-    @classmethod
-    def _secret_shape(cls, value: SecretStr) -> SecretStr:
-        if not _SECRET_TOKEN.match(value.get_secret_value()):
-            raise ValueError("1-256 characters of A-Z, a-z, 0-9, _ and - (Telegram's rule for secret_token)")
+    def _secret_shape(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        shape, rule = _SECRET_SHAPES[info.field_name or ""]
+        if not shape.match(value.get_secret_value()):
+            raise ValueError(rule)
         return value
 
     @field_validator("bot_username")

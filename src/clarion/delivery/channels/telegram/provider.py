@@ -25,9 +25,9 @@ from typing import Any
 
 import httpx
 
+from clarion.delivery.channels import http_provider
 from clarion.delivery.channels.base import (
     ChannelCheckFailed,
-    ChannelProvider,
     ConsentReport,
     InboundMessage,
     OutgoingMessage,
@@ -84,56 +84,26 @@ def _timestamp(value: Any) -> datetime:
     raise Invalid("a Telegram update's date must be a unix time")
 
 
-class TelegramProvider(ChannelProvider[TelegramConfig]):
+class TelegramProvider(http_provider.HttpChannelProvider[TelegramConfig]):
     slug = "telegram"
     channel = "telegram"
     config_schema = TelegramConfig
     default_rate_limit_per_second = 30.0
     webhook_name = "telegram"
+    connect_timeout = 5.0
 
     def __init__(self, config: TelegramConfig, context: ProviderContext | None = None) -> None:
         super().__init__(config, context)
         self._token = config.bot_token.get_secret_value()
         self._api = f"{config.api_base_url}/bot{self._token}/"
-        self._client: httpx.AsyncClient | None = None
         # chat id → the loop time before which no further message may go to that chat
         self._chat_free_at: dict[str, float] = {}
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            n = self.config.max_concurrency
-            self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(self.config.timeout, connect=min(self.config.timeout, 5.0)),
-                limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
-            )
-        return self._client
-
-    async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
 
     def _scrub(self, text: str) -> str:
         # An error must never carry the token (it is in every request URL).
         return text.replace(self._token, "<bot token>")
 
     # --- sending ----------------------------------------------------------------------------------------------
-
-    async def send(self, batch: list[OutgoingMessage]) -> list[SendResult]:
-        results: list[SendResult | None] = [None] * len(batch)
-        client = self._http()
-        positions = iter(range(len(batch)))
-
-        async def drain() -> None:
-            for i in positions:
-                results[i] = await self._send_one(client, batch[i])
-
-        workers = min(self.config.max_concurrency, len(batch))
-        if workers == 1:
-            await drain()
-        elif workers:
-            await asyncio.gather(*(drain() for _ in range(workers)))
-        return results  # type: ignore[return-value]  # every position was filled by a worker
 
     async def _send_one(self, client: httpx.AsyncClient, message: OutgoingMessage) -> SendResult:
         payload = message.payload
@@ -156,23 +126,17 @@ class TelegramProvider(ChannelProvider[TelegramConfig]):
         await self._chat_gate(message.to)
         try:
             response = await client.post(self._api + "sendMessage", json=body)
-        except httpx.TimeoutException as exc:
-            return SendResult.failed(message.ref, self._scrub(f"the Bot API timed out: {type(exc).__name__}"),
-                                     transient=True)
         except httpx.HTTPError as exc:
-            return SendResult.failed(message.ref, self._scrub(f"cannot reach the Bot API: {type(exc).__name__}: "
-                                                              f"{exc}"), transient=True)
+            error = self._scrub(http_provider.transport_error(exc, "the Bot API"))
+            return SendResult.failed(message.ref, error, transient=True)
         return self._outcome(message, response)
 
     def _outcome(self, message: OutgoingMessage, response: httpx.Response) -> SendResult:
         status = response.status_code
-        try:
-            data = response.json()
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
+        data = http_provider.json_object(response)
+        if data is None:
             return SendResult.failed(message.ref, f"the Bot API answered {status} without its JSON",
-                                     transient=status >= 500 or status == 429)
+                                     transient=http_provider.transient_status(status))
         if status == 200 and data.get("ok") is True:
             result = data.get("result") if isinstance(data.get("result"), dict) else {}
             chat = result.get("chat") if isinstance(result.get("chat"), dict) else {}
@@ -215,15 +179,12 @@ class TelegramProvider(ChannelProvider[TelegramConfig]):
         except httpx.HTTPError as exc:
             raise ChannelCheckFailed(self._scrub(f"cannot reach the Bot API at {self.config.api_base_url}: "
                                                  f"{type(exc).__name__}: {exc}")) from None
-        try:
-            data = response.json()
-        except ValueError:
-            data = None
+        data = http_provider.json_object(response)
         if response.status_code == 401:
             raise ChannelCheckFailed("Telegram refused the bot token (401 Unauthorized): copy it again from "
                                      "BotFather")
-        if not isinstance(data, dict) or data.get("ok") is not True or not isinstance(data.get("result"), dict):
-            description = data.get("description") if isinstance(data, dict) else None
+        if data is None or data.get("ok") is not True or not isinstance(data.get("result"), dict):
+            description = data.get("description") if data is not None else None
             raise ChannelCheckFailed(self._scrub(f"getMe failed: {response.status_code} "
                                                  f"{description or response.reason_phrase}"))
         username = data["result"].get("username")

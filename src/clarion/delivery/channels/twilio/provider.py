@@ -13,7 +13,6 @@ a short code or a Messaging Service sets its channel's rate_limit_per_second to 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -21,13 +20,13 @@ from xml.sax.saxutils import escape
 
 import httpx
 
+from clarion.delivery.channels import http_provider
 from clarion.delivery.channels.base import (
     STATUS_DELIVERED,
     STATUS_FAILED,
     STATUS_READ,
     STATUS_SENT,
     ChannelCheckFailed,
-    ChannelProvider,
     InboundMessage,
     OutgoingMessage,
     ProviderContext,
@@ -105,14 +104,6 @@ def _form(body: bytes) -> list[tuple[str, str]]:
                       errors=[field_error(["body"], f"not application/x-www-form-urlencoded: {exc}")]) from None
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None  # an HTTP date: rare enough for Twilio to let the pipeline's own backoff decide
-
-
 def _as_int(value: object) -> int | None:
     try:
         return int(str(value)) if value not in (None, "") else None
@@ -126,7 +117,7 @@ def _describe(code: int | None) -> str:
     return f"Twilio {code}: {ERROR_TEXT.get(code, 'see https://www.twilio.com/docs/api/errors/' + str(code))}"
 
 
-class TwilioProvider(ChannelProvider[TwilioConfig]):
+class TwilioProvider(http_provider.HttpChannelProvider[TwilioConfig]):
     slug = "twilio"
     channel = "sms"
     config_schema = TwilioConfig
@@ -137,7 +128,6 @@ class TwilioProvider(ChannelProvider[TwilioConfig]):
 
     def __init__(self, config: TwilioConfig, context: ProviderContext | None = None) -> None:
         super().__init__(config, context)
-        self._http: httpx.AsyncClient | None = None
         base = f"{config.api_base_url}/{API_VERSION}/Accounts/{config.account_sid}"
         self._messages_url = f"{base}/Messages.json"
         self._account_url = f"{base}.json"
@@ -152,31 +142,11 @@ class TwilioProvider(ChannelProvider[TwilioConfig]):
         if callback:
             self._common["StatusCallback"] = callback
 
-    def _client(self) -> httpx.AsyncClient:
-        if self._http is None:
-            size = self.config.max_concurrency
-            self._http = httpx.AsyncClient(
-                auth=httpx.BasicAuth(self.config.account_sid, self.config.auth_token.get_secret_value()),
-                timeout=httpx.Timeout(self.config.timeout, connect=min(10.0, self.config.timeout)),
-                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
-                headers={"Accept": "application/json"},
-            )
-        return self._http
+    def _client_options(self) -> dict[str, Any]:
+        return {"auth": httpx.BasicAuth(self.config.account_sid, self.config.auth_token.get_secret_value()),
+                "headers": {"Accept": "application/json"}}
 
     # --- sending -----------------------------------------------------------------------------------------
-
-    async def send(self, batch: list[OutgoingMessage]) -> list[SendResult]:
-        results: list[SendResult | None] = [None] * len(batch)
-        client = self._client()
-        pending = iter(range(len(batch)))
-
-        # A fixed pool of workers pulling the next message: no task or semaphore per message.
-        async def work() -> None:
-            for index in pending:
-                results[index] = await self._send_one(client, batch[index])
-
-        await asyncio.gather(*(work() for _ in range(min(self.config.max_concurrency, len(batch)))))
-        return [r or SendResult.failed(batch[i].ref, "not attempted", transient=True) for i, r in enumerate(results)]
 
     async def _send_one(self, client: httpx.AsyncClient, message: OutgoingMessage) -> SendResult:
         payload = message.payload
@@ -190,12 +160,8 @@ class TwilioProvider(ChannelProvider[TwilioConfig]):
             form["StatusCallback"] = f"{callback}{'&' if '?' in callback else '?'}{urlencode({REF_PARAM: message.ref})}"
         try:
             response = await client.post(self._messages_url, data=form)
-        except httpx.TimeoutException as exc:
-            return SendResult.failed(message.ref, f"Twilio did not answer in time ({type(exc).__name__})",
-                                     transient=True)
         except httpx.HTTPError as exc:
-            return SendResult.failed(message.ref, f"cannot reach Twilio: {type(exc).__name__}: {exc}",
-                                     transient=True)
+            return SendResult.failed(message.ref, http_provider.transport_error(exc, "Twilio"), transient=True)
         if response.status_code in (200, 201):
             return self._accepted(message.ref, payload.text, response)
         return self._refused(message.ref, response)
@@ -215,16 +181,12 @@ class TwilioProvider(ChannelProvider[TwilioConfig]):
     @staticmethod
     def _refused(ref: str, response: httpx.Response) -> SendResult:
         status = response.status_code
-        try:
-            data = response.json()
-        except ValueError:
-            data = {}
-        code = data.get("code") if isinstance(data, dict) else None
+        data = http_provider.json_object(response) or {}
+        code = data.get("code")
         code = code if isinstance(code, int) else None
-        detail = data.get("message") if isinstance(data, dict) else None
-        error = f"Twilio {code or status}: {detail or response.reason_phrase or 'error'}"
-        if status == 429 or status >= 500 or code in TRANSIENT_CODES:
-            return SendResult.failed(ref, error, transient=True, retry_after=_retry_after(response))
+        error = f"Twilio {code or status}: {data.get('message') or response.reason_phrase or 'error'}"
+        if http_provider.transient_status(status) or code in TRANSIENT_CODES:
+            return SendResult.failed(ref, error, transient=True, retry_after=http_provider.retry_after(response))
         if code in OPTED_OUT_CODES:
             return SendResult.failed(ref, error, transient=False, opted_out=True)
         if code == AUTHENTICATE or status == 401:
@@ -233,7 +195,7 @@ class TwilioProvider(ChannelProvider[TwilioConfig]):
         return SendResult.failed(ref, error, transient=False)
 
     async def check(self) -> None:
-        client = self._client()
+        client = self._http()
         try:
             account = await client.get(self._account_url)
             if account.status_code == 401:
@@ -263,11 +225,6 @@ class TwilioProvider(ChannelProvider[TwilioConfig]):
         except ValueError as exc:  # a 200 that is not JSON: not Twilio's API
             raise ChannelCheckFailed(f"{self.config.api_base_url} does not answer like Twilio's API",
                                      errors=[field_error(["config", "api_base_url"], str(exc))]) from exc
-
-    async def close(self) -> None:
-        client, self._http = self._http, None
-        if client is not None:
-            await client.aclose()
 
     # --- webhooks ----------------------------------------------------------------------------------------
 

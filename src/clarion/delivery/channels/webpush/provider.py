@@ -17,8 +17,6 @@ honoured), other 4xx (400, 413, a refused VAPID token) permanent.
 
 from __future__ import annotations
 
-import asyncio
-import email.utils
 import hashlib
 import json
 import time
@@ -30,9 +28,9 @@ from urllib.parse import urlsplit
 import httpx
 from pywebpush import WebPusher
 
+from clarion.delivery.channels import http_provider
 from clarion.delivery.channels.base import (
     ChannelCheckFailed,
-    ChannelProvider,
     OutgoingMessage,
     ProviderContext,
     SendResult,
@@ -61,20 +59,6 @@ class _Delivery:
     retry_after: float | None = None
 
 
-def retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds: delta-seconds or an HTTP date (RFC 9110 §10.2.3)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
 def notification(payload: TextPayload) -> bytes:
     """The JSON a service worker receives: body is the text; title, url and icon come from the fields."""
     data: dict[str, Any] = {}
@@ -98,33 +82,19 @@ def _message_id(location: str | None) -> str:
     return location if len(location) <= _MAX_ID else hashlib.sha256(location.encode()).hexdigest()
 
 
-class WebPushProvider(ChannelProvider[WebPushConfig]):
+class WebPushProvider(http_provider.HttpChannelProvider[WebPushConfig]):
     slug = "webpush"
     channel = "push"
     config_schema = WebPushConfig
+    connect_timeout = 5.0
 
     def __init__(self, config: WebPushConfig, context: ProviderContext | None = None) -> None:
         super().__init__(config, context)
         self._vapid = load_private_key(config.vapid_private_key.get_secret_value())
-        self._client: httpx.AsyncClient | None = None
         # push service origin → (Authorization header, unix time it stops being reused)
         self._tokens: dict[str, tuple[str, float]] = {}
         self._headers = {"TTL": str(config.ttl), "Content-Encoding": "aes128gcm",
                          "Content-Type": "application/octet-stream", "Urgency": config.urgency}
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            n = self.config.max_concurrency
-            self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(self.config.timeout, connect=min(self.config.timeout, 5.0)),
-                limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
-            )
-        return self._client
-
-    async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
 
     def _authorization(self, origin: str) -> str:
         now = time.time()
@@ -156,24 +126,11 @@ class WebPushProvider(ChannelProvider[WebPushConfig]):
                 results[i] = SendResult.failed(message.ref, problem, transient=False)
                 continue
             jobs.extend((i, subscription, plaintext) for subscription in subscriptions)
-        deliveries: list[_Delivery | None] = [None] * len(jobs)
         client = self._http()
-        positions = iter(range(len(jobs)))
-
-        async def drain() -> None:
-            for j in positions:
-                _, subscription, plaintext = jobs[j]
-                deliveries[j] = await self._push(client, subscription, plaintext)
-
-        workers = min(self.config.max_concurrency, len(jobs))
-        if workers == 1:
-            await drain()
-        elif workers:
-            await asyncio.gather(*(drain() for _ in range(workers)))
-
+        deliveries = await http_provider.gather_bounded(len(jobs), self.config.max_concurrency,
+                                          lambda j: self._push(client, jobs[j][1], jobs[j][2]))
         per_message: dict[int, list[tuple[str, _Delivery]]] = {}
         for (i, subscription, _), delivery in zip(jobs, deliveries, strict=True):
-            assert delivery is not None
             per_message.setdefault(i, []).append((subscription["endpoint"], delivery))
         for i, outcomes in per_message.items():
             results[i] = self._result(batch[i].ref, outcomes)
@@ -204,18 +161,16 @@ class WebPushProvider(ChannelProvider[WebPushConfig]):
             return _Delivery("permanent", f"{host}: the subscription's keys cannot encrypt a message ({exc})")
         try:
             response = await client.post(endpoint, content=body, headers=headers)
-        except httpx.TimeoutException as exc:
-            return _Delivery("transient", f"{host}: timed out ({type(exc).__name__})")
         except httpx.HTTPError as exc:
-            return _Delivery("transient", f"{host}: cannot reach the push service ({type(exc).__name__}: {exc})")
+            return _Delivery("transient", http_provider.transport_error(exc, f"the push service at {host}"))
         status = response.status_code
         if 200 <= status < 300:
             return _Delivery("ok", location=response.headers.get("location"))
         detail = f"{host}: {status} {response.text[:200].strip() or response.reason_phrase}"
         if status in (404, 410):
             return _Delivery("gone", detail)
-        if status == 429 or status >= 500:
-            return _Delivery("transient", detail, retry_after=retry_after_seconds(response.headers.get("retry-after")))
+        if http_provider.transient_status(status):
+            return _Delivery("transient", detail, retry_after=http_provider.retry_after(response))
         return _Delivery("permanent", detail)
 
     @staticmethod

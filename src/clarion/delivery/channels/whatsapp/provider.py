@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
+from clarion.delivery.channels import http_provider
 from clarion.delivery.channels.base import (
     ChannelCheckFailed,
-    ChannelProvider,
     InboundMessage,
     OutgoingMessage,
     ProviderContext,
@@ -83,10 +82,7 @@ def _template(template: Any) -> dict[str, Any]:
 
 def _graph_error(response: httpx.Response) -> tuple[int | None, str]:
     """(code, readable message) of a Graph API error response, whatever its body turned out to be."""
-    try:
-        error = response.json().get("error")
-    except (ValueError, AttributeError):
-        error = None
+    error = (http_provider.json_object(response) or {}).get("error")
     if not isinstance(error, dict):
         text = response.text[:200].strip()
         return None, f"HTTP {response.status_code}" + (f": {text}" if text else "")
@@ -102,16 +98,7 @@ def _graph_error(response: httpx.Response) -> tuple[int | None, str]:
     return code, described
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    try:
-        seconds = float(value) if value is not None else None
-    except ValueError:
-        return None  # an HTTP-date: Graph does not send one; the pipeline's own backoff applies
-    return seconds if seconds is not None and seconds >= 0 else None
-
-
-class WhatsAppProvider(ChannelProvider[WhatsAppConfig]):
+class WhatsAppProvider(http_provider.HttpChannelProvider[WhatsAppConfig]):
     slug = "whatsapp"
     channel = "whatsapp"
     config_schema = WhatsAppConfig
@@ -121,36 +108,12 @@ class WhatsAppProvider(ChannelProvider[WhatsAppConfig]):
 
     def __init__(self, config: WhatsAppConfig, context: ProviderContext | None = None) -> None:
         super().__init__(config, context)
-        self._client: httpx.AsyncClient | None = None
         self._messages_url = config.graph_url(config.phone_number_id, "messages")
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None or self._client.is_closed:
-            pool = self.config.max_concurrency
-            self._client = httpx.AsyncClient(
-                headers={"Authorization": f"Bearer {self.config.access_token.get_secret_value()}"},
-                timeout=httpx.Timeout(self.config.timeout, connect=min(self.config.timeout, 10.0)),
-                limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
-            )
-        return self._client
+    def _client_options(self) -> dict[str, Any]:
+        return {"headers": {"Authorization": f"Bearer {self.config.access_token.get_secret_value()}"}}
 
     # --- sending --------------------------------------------------------------------------------------------
-
-    async def send(self, batch: list[OutgoingMessage]) -> list[SendResult]:
-        results: list[SendResult | None] = [None] * len(batch)
-        client = self._http()
-        pending = iter(enumerate(batch))
-
-        # A fixed set of workers pulling from one iterator: bounded concurrency without a task or a
-        # semaphore round-trip per message.
-        async def worker() -> None:
-            for index, message in pending:
-                results[index] = await self._send_one(client, message)
-
-        workers = min(self.config.max_concurrency, len(batch))
-        await asyncio.gather(*(worker() for _ in range(workers)))
-        return [r if r is not None else SendResult.failed(batch[i].ref, "not attempted", transient=True)
-                for i, r in enumerate(results)]
 
     async def _send_one(self, client: httpx.AsyncClient, message: OutgoingMessage) -> SendResult:
         try:
@@ -159,10 +122,8 @@ class WhatsAppProvider(ChannelProvider[WhatsAppConfig]):
             return SendResult.failed(message.ref, str(exc), transient=False)
         try:
             response = await client.post(self._messages_url, json=body)
-        except httpx.TimeoutException as exc:
-            return SendResult.failed(message.ref, f"WhatsApp API timed out: {type(exc).__name__}", transient=True)
         except httpx.HTTPError as exc:
-            return SendResult.failed(message.ref, f"WhatsApp API unreachable: {type(exc).__name__}: {exc}",
+            return SendResult.failed(message.ref, http_provider.transport_error(exc, "the WhatsApp API"),
                                      transient=True)
         if response.is_success:
             return SendResult.sent(message.ref, self._wamid(response, message.ref))
@@ -187,7 +148,7 @@ class WhatsAppProvider(ChannelProvider[WhatsAppConfig]):
         outcome = classify(code, response.status_code)
         return SendResult.failed(
             ref, described, transient=outcome == "transient", opted_out=outcome == "opted_out",
-            retry_after=_retry_after(response) if outcome == "transient" else None)
+            retry_after=http_provider.retry_after(response) if outcome == "transient" else None)
 
     async def check(self) -> None:
         url = self.config.graph_url(self.config.phone_number_id)
@@ -241,8 +202,3 @@ class WhatsAppProvider(ChannelProvider[WhatsAppConfig]):
 
     def parse_webhook(self, request: WebhookRequest) -> WebhookResult:
         return webhooks.parse(request, self.config)
-
-    async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
