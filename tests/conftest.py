@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,9 +30,11 @@ def _pg_admin():  # type: ignore[no-untyped-def]
     return psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """A throwaway PostgreSQL database for this test run, migrated to head, dropped afterwards."""
+@contextmanager
+def own_pg_database(prefix: str) -> Iterator[str]:
+    """An empty PostgreSQL database of its own (its SQLAlchemy URL), dropped afterwards: for the run's shared
+    database, and for tests that migrate from nothing or work across every tenant (workers claim from all of them).
+    Skips, saying how to enable it, when no server is reachable; fails in CI."""
     try:
         admin = _pg_admin()
     except Exception as exc:  # noqa: BLE001 - any connection failure means "no server here"
@@ -40,15 +43,22 @@ def pg_url() -> Iterator[str]:
         pytest.skip(f"PostgreSQL unreachable at {PG_ADMIN_URL} ({exc}); start it with "
                     "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` "
                     "or point CLARION_TEST_PG_URL at a server")
-    name = f"clarion_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
-    url = f"{base}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
-    upgrade(url)
-    yield url
-    with _pg_admin() as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
+    finally:
+        with _pg_admin() as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A throwaway PostgreSQL database for this test run, migrated to head, dropped afterwards."""
+    with own_pg_database("clarion_test") as url:
+        upgrade(url)
+        yield url
 
 
 @pytest.fixture(scope="session")

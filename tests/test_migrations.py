@@ -23,7 +23,7 @@ from clarion.config import to_sync_url
 from clarion.db import Database
 from clarion.migrate import alembic_config, include_name, upgrade
 from clarion.models.base import Base
-from tests.conftest import BACKENDS, PG_ADMIN_URL, _pg_admin, make_tenant
+from tests.conftest import BACKENDS, make_tenant, own_pg_database
 
 
 def schema_differences(url: str) -> list[object]:
@@ -44,12 +44,8 @@ def fresh_sqlite_url(tmp_path: Path) -> str:
 @pytest.fixture
 def fresh_pg_url(pg_url: str) -> Iterator[str]:
     """An empty PostgreSQL database of its own (pg_url proves a server is there), dropped afterwards."""
-    name = f"clarion_migrations_{uuid.uuid4().hex[:8]}"
-    with _pg_admin() as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
-    with _pg_admin() as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with own_pg_database("clarion_migrations") as url:
+        yield url
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

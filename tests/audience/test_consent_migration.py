@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, text
 
 from clarion.config import to_sync_url
 from clarion.migrate import alembic_config, upgrade
-from tests.conftest import PG_ADMIN_URL, _pg_admin
+from tests.conftest import own_pg_database
 
 
 @pytest.fixture
@@ -21,12 +21,8 @@ def empty_database(backend: str, tmp_path: Path, request: pytest.FixtureRequest)
         yield f"sqlite+aiosqlite:///{tmp_path / 'migrating.db'}"
         return
     request.getfixturevalue("pg_url")  # a server is there (or the test is skipped, as every PostgreSQL test)
-    name = f"clarion_consent_{uuid.uuid4().hex[:8]}"
-    with _pg_admin() as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
-    with _pg_admin() as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with own_pg_database("clarion_consent") as url:
+        yield url
 
 
 def _ids(url: str) -> tuple[str, str, str]:

@@ -8,10 +8,10 @@ These tests claim across all campaigns, as a worker does, so each runs on a data
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from clarion.delivery import send_accounting
 from clarion.delivery.dispatch import Dispatcher, DispatchSettings
 from clarion.kit.clock import utcnow
 from clarion.migrate import upgrade
-from tests.conftest import PG_ADMIN_URL, _pg_admin, make_tenant
+from tests.conftest import make_tenant, own_pg_database
 from tests.delivery import test_send_accounting as accounting
 from tests.delivery.helpers import campaign_row, email_template, people, recipients, running_campaign
 from tests.delivery.test_send_accounting import (
@@ -52,32 +52,20 @@ class Install:
 @pytest.fixture
 async def install(backend: str, tmp_path: Path) -> AsyncIterator[Install]:
     """A migrated database of its own, with one tenant and an API client for it."""
-    name = None
-    if backend == "postgres":
+    with ExitStack() as own:
+        url = (own.enter_context(own_pg_database("clarion_fair")) if backend == "postgres"
+               else f"sqlite+aiosqlite:///{tmp_path / 'clarion.db'}")
+        await asyncio.to_thread(upgrade, url)
+        db = Database(url)
+        settings = Settings(data_dir=tmp_path, database_url=url, secret_key="fair-test-secret-" + "f" * 32,
+                            base_url="http://clarion.test")
         try:
-            admin = _pg_admin()
-        except Exception as exc:  # noqa: BLE001 - any connection failure means "no server here"
-            pytest.skip(f"PostgreSQL unreachable: {exc}")
-        name = f"clarion_fair_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-        with admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
-        url = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path / 'clarion.db'}"
-    await asyncio.to_thread(upgrade, url)
-    db = Database(url)
-    settings = Settings(data_dir=tmp_path, database_url=url, secret_key="fair-test-secret-" + "f" * 32,
-                        base_url="http://clarion.test")
-    try:
-        tenant = await make_tenant(db, "Fair")
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(settings, database=db)),
-                                     base_url="http://clarion.test", headers=tenant.headers) as api:
-            yield Install(db, settings, api)
-    finally:
-        await db.dispose()
-        if name is not None:
-            with _pg_admin() as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            tenant = await make_tenant(db, "Fair")
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(settings, database=db)),
+                                         base_url="http://clarion.test", headers=tenant.headers) as api:
+                yield Install(db, settings, api)
+        finally:
+            await db.dispose()
 
 
 async def dispatch_one_batch(install: Install, batch_size: int) -> None:

@@ -26,7 +26,7 @@ from clarion.config import Settings
 from clarion.db import Database
 from clarion.migrate import upgrade
 from clarion.models import CampaignRecipient
-from tests.conftest import BACKENDS, PG_ADMIN_URL, _pg_admin, make_tenant
+from tests.conftest import BACKENDS, make_tenant, own_pg_database
 from tests.delivery.helpers import email_template, import_emails, smtp_channel
 from tests.delivery.smtp_server import RecordingHandler, smtp_server
 
@@ -48,18 +48,9 @@ async def fresh_pg() -> AsyncIterator[str]:
     """A database of its own: worker processes claim across all tenants, so nothing else may live there."""
     if "postgres" not in BACKENDS:
         pytest.skip("the kill test runs on PostgreSQL")
-    try:
-        admin = _pg_admin()
-    except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"PostgreSQL unreachable: {exc}")
-    name = f"clarion_kill_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
-    await asyncio.to_thread(upgrade, url)
-    yield url
-    with _pg_admin() as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with own_pg_database("clarion_kill") as url:
+        await asyncio.to_thread(upgrade, url)
+        yield url
 
 
 def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
