@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sqlite3
 import tempfile
 import time
@@ -24,8 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.common import migrated_sqlite, postgres_database
+
 TARGET_RATIO = 1.5
-PG_ADMIN_URL = os.environ.get("CLARION_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 GOLD_FILTER = {"field": "attributes.tier", "op": "eq", "value": "gold"}
 STAMP = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -119,11 +119,8 @@ def report(label: str, contacts: int, clarion_s: float, raw_s: float, clarion_ro
 
 
 def bench_sqlite(contacts: int, workdir: Path) -> None:
-    from clarion.migrate import upgrade
-
     path = workdir / "clarion.db"
-    url = f"sqlite+aiosqlite:///{path}"
-    upgrade(url)
+    url = migrated_sqlite(path)
     tenant_id, clarion_campaign, raw_campaign = asyncio.run(_make_tenant_and_campaigns(url))
     stamp = STAMP.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
     conn = sqlite3.connect(path)
@@ -151,15 +148,7 @@ def bench_sqlite(contacts: int, workdir: Path) -> None:
 def bench_postgres(contacts: int) -> None:
     import psycopg
 
-    from clarion.migrate import upgrade
-
-    name = f"clarion_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    plain_url = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-    url = plain_url.replace("postgresql://", "postgresql+psycopg://", 1)
-    try:
-        upgrade(url)
+    with postgres_database() as (url, plain_url):
         tenant_id, clarion_campaign, raw_campaign = asyncio.run(_make_tenant_and_campaigns(url))
         started = time.perf_counter()
         with psycopg.connect(plain_url) as conn:
@@ -180,9 +169,6 @@ def bench_postgres(contacts: int) -> None:
             conn.commit()
             raw_s = time.perf_counter() - started
         report("postgres", contacts, clarion_s, raw_s, result.recipients_added, raw_rows)
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ Setup (raw SQL, untimed): one tenant, N + W contacts subscribed on WhatsApp; cam
 campaign B whose W recipients were sent through the account within the last 24 hours (a tier-100,000 number
 well into its day), with the account's reach ledger to match. Then, in one process, B batches of 500 each way,
 every batch in a transaction rolled back so each meets the same rows:
-  (1) plain: the claim as an untiered account makes it (campaign.sending_repository.claim, recording the account);
+  (1) plain: the claim as an untiered account makes it (campaign.claims_repository.claim, recording the account);
   (2) tiered: the tier's lock and count (send_quotas.claim_account), the claim that keeps the new recipients
       within what the tier leaves, and recording whom it reached (send_quotas.record_claims).
 Prints both times per batch, their ratio and the tier's cost per claimed message. Target: the tier adds at most
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import tempfile
 import time
@@ -27,9 +26,9 @@ from pathlib import Path
 
 from sqlalchemy import TextClause, bindparam, text
 
+from bench.common import migrated_sqlite, postgres_database
 from clarion.kit.types import UTCDateTime
 
-PG_ADMIN_URL = os.environ.get("CLARION_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 BATCH = 500
 TIER = 100_000
 TARGET_OVERHEAD_US = 100.0
@@ -94,8 +93,8 @@ async def _setup(url: str, pending: int, window: int) -> tuple[uuid.UUID, uuid.U
 
 async def _time_claims(url: str, tenant_id: uuid.UUID, campaign_id: uuid.UUID, account: uuid.UUID,
                        batches: int) -> tuple[list[float], list[float], int, int]:
+    from clarion.campaign import claims_repository as repo
     from clarion.campaign import send_quotas as quotas
-    from clarion.campaign import sending_repository as repo
     from clarion.db import Database
 
     db = Database(url)
@@ -147,9 +146,7 @@ def _report(label: str, pending: int, window: int, plain: list[float], tiered: l
 
 
 def bench(url: str, label: str, pending: int, window: int, batches: int) -> None:
-    from clarion.migrate import upgrade
-
-    upgrade(url)
+    """Time the claims on a freshly migrated database."""
     started = time.perf_counter()
     tenant_id, campaign_id, account = asyncio.run(_setup(url, pending, window))
     print(f"[{label}] loaded in {time.perf_counter() - started:.1f} s")
@@ -165,20 +162,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.db in ("sqlite", "both"):
         with tempfile.TemporaryDirectory(prefix="clarion-bench-") as tmp:
-            bench(f"sqlite+aiosqlite:///{Path(tmp) / 'clarion.db'}", "sqlite", args.pending, args.window,
-                  args.batches)
+            bench(migrated_sqlite(Path(tmp) / "clarion.db"), "sqlite", args.pending, args.window, args.batches)
     if args.db in ("postgres", "both"):
-        import psycopg
-
-        name = f"clarion_bench_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            url = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
+        with postgres_database() as (url, _):
             bench(url, "postgres", args.pending, args.window, args.batches)
-        finally:
-            with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import csv
 import io
-import os
 import sqlite3
 import statistics
 import tempfile
@@ -35,8 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.common import cpu_seconds, migrated_sqlite, postgres_database
+
 TARGET_RATIO = 0.40
-PG_ADMIN_URL = os.environ.get("CLARION_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 COLUMNS = ("email", "phone", "first_name", "last_name", "locale", "timezone", "tags", "city", "score")
 _ZONES = ("Europe/Berlin", "America/New_York", "Asia/Tokyo", "Europe/London")
 _CITIES = ("Berlin", "New York", "Tokyo", "London", "Paris")
@@ -62,18 +62,6 @@ def bare_table_ddl(dialect: str) -> str:
 
 
 # --- CPU accounting --------------------------------------------------------------------------------------
-
-def _backend_cpu_seconds(pid: int | None) -> float:
-    """User + system CPU of a local process (the PostgreSQL backend serving our session); 0 if unknown."""
-    if pid is None:
-        return 0.0
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
 
 async def _backend_pid(session: Any) -> int | None:
     from sqlalchemy import text
@@ -110,14 +98,14 @@ async def clarion_import(url: str, csv_path: Path) -> Run:
         tenant_id = await _new_tenant(db)
         async with db.transaction() as session:
             pid = await _backend_pid(session)
-            server_before, cpu_before = _backend_cpu_seconds(pid), time.process_time()
+            server_before, cpu_before = cpu_seconds(pid), time.process_time()
             started = time.perf_counter()
             with csv_path.open("rb") as binary:
                 result = await service.import_contacts(session, tenant_id, binary,
                                                        chunk_rows=get_settings().import_chunk_rows,
                                                        after_chunk=session.commit)
             elapsed = time.perf_counter() - started
-            cpu, server = time.process_time() - cpu_before, _backend_cpu_seconds(pid) - server_before
+            cpu, server = time.process_time() - cpu_before, cpu_seconds(pid) - server_before
     finally:
         await db.dispose()
     return Run(elapsed, cpu, server, {"created": result.created, "updated": result.updated,
@@ -135,13 +123,13 @@ class Stages:
 
     @contextmanager
     def timing(self, stage: str, server_pid: int | None = None) -> Iterator[None]:
-        cpu, wall, server = time.thread_time(), time.perf_counter(), _backend_cpu_seconds(server_pid)
+        cpu, wall, server = time.thread_time(), time.perf_counter(), cpu_seconds(server_pid)
         try:
             yield
         finally:
             self.cpu[stage] = self.cpu.get(stage, 0.0) + time.thread_time() - cpu
             self.wall[stage] = self.wall.get(stage, 0.0) + time.perf_counter() - wall
-            self.server[stage] = self.server.get(stage, 0.0) + _backend_cpu_seconds(server_pid) - server
+            self.server[stage] = self.server.get(stage, 0.0) + cpu_seconds(server_pid) - server
 
 
 async def clarion_stages(url: str, csv_path: Path) -> Stages:
@@ -234,31 +222,16 @@ def raw_load_postgres(url: str, csv_path: Path) -> float:
 @contextmanager
 def fresh_database(dialect: str, workdir: Path) -> Iterator[tuple[str, str]]:
     """A freshly migrated database: (SQLAlchemy URL for Clarion, plain URL or file path for the raw side)."""
-    from clarion.migrate import upgrade
-
-    if dialect == "sqlite":
-        path = workdir / f"clarion-{uuid.uuid4().hex[:8]}.db"
-        url = f"sqlite+aiosqlite:///{path}"
-        upgrade(url)
-        try:
-            yield url, str(workdir / f"raw-{uuid.uuid4().hex[:8]}.db")
-        finally:
-            for leftover in workdir.glob(f"{path.name}*"):
-                leftover.unlink()
+    if dialect != "sqlite":
+        with postgres_database() as urls:
+            yield urls
         return
-    import psycopg
-
-    name = f"clarion_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    plain = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    path = workdir / f"clarion-{uuid.uuid4().hex[:8]}.db"
     try:
-        url = plain.replace("postgresql://", "postgresql+psycopg://", 1)
-        upgrade(url)
-        yield url, plain
+        yield migrated_sqlite(path), str(workdir / f"raw-{uuid.uuid4().hex[:8]}.db")
     finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for leftover in workdir.glob(f"{path.name}*"):
+            leftover.unlink()
 
 
 def _us(seconds: float, rows: int) -> str:

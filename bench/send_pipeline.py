@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,8 +34,9 @@ import time
 import uuid
 from pathlib import Path
 
+from bench.common import free_port, postgres_database
+
 TARGET_SHARE = 0.5
-PG_ADMIN_URL = os.environ.get("CLARION_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 TEMPLATE_HTML = """<html><head><style>p { color: #333; font-family: sans-serif }</style></head><body>
 <h1>Spring deals, {{ contact.first_name | default: "friend" }}</h1>
 <p>Everything in {{ contact.attributes.city | default: "your city" }} is 20% off this week.</p>
@@ -77,9 +77,7 @@ def run_sink(port: int) -> None:
 
 class SinkProcess:
     def __init__(self) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
+        self.port = free_port()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.send_pipeline", "--sink", str(self.port)],
             stdout=subprocess.PIPE,
@@ -241,32 +239,12 @@ async def _seed(api, port: int, messages: int, connections: int) -> uuid.UUID:  
     return uuid.UUID(campaign_id)
 
 
-def _pg_database() -> tuple[str, str]:
-    import psycopg
-
-    name = f"clarion_bench_send_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    return name, f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}".replace(
-        "postgresql://", "postgresql+psycopg://", 1
-    )
-
-
-def _drop_pg(name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 async def _pipeline_on(backend: str, port: int, messages: int, connections: int) -> tuple[float, float, int]:
     with tempfile.TemporaryDirectory() as tmp:
         if backend == "postgres":
-            name, url = _pg_database()
-            try:
+            # pipeline() migrates the database itself.
+            with postgres_database("clarion_bench_send", migrate=False) as (url, _):
                 return await pipeline(url, Path(tmp), port, messages, connections)
-            finally:
-                _drop_pg(name)
         return await pipeline(f"sqlite+aiosqlite:///{tmp}/bench.db", Path(tmp), port, messages, connections)
 
 

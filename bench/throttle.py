@@ -42,8 +42,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bench.common import migrated_sqlite, postgres_database
+
 TARGET_SHARE = 0.97
-PG_ADMIN_URL = os.environ.get("CLARION_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 # Linux's SO_TIMESTAMPNS (and SCM_TIMESTAMPNS): the socket module does not name it.
 SO_TIMESTAMPNS = 35
 
@@ -365,35 +366,14 @@ def run(url: str, label: str, rate: int, seconds: float, workers: int, client: s
 
 @contextlib.contextmanager
 def sqlite_database() -> Iterator[str]:
-    from clarion.migrate import upgrade
-
     with tempfile.TemporaryDirectory() as workdir:
         path = Path(workdir) / "bench.db"
-        url = f"sqlite+aiosqlite:///{path}"
-        upgrade(url)
+        url = migrated_sqlite(path)
         # WAL is persistent: switched once here, the workers' connect-time PRAGMA is a no-op instead of a
         # race between processes for the lock that switching takes.
         with sqlite3.connect(path) as conn:
             conn.execute("PRAGMA journal_mode=WAL")
         yield url
-
-
-@contextlib.contextmanager
-def postgres_database() -> Iterator[str]:
-    import psycopg
-
-    from clarion.migrate import upgrade
-
-    name = f"clarion_bench_throttle_{os.getpid()}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        url = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1) + f"/{name}"
-        upgrade(url)
-        yield url
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def summarise(results: list[dict[str, Any]]) -> None:
@@ -444,7 +424,7 @@ def main() -> None:
         if args.db in ("sqlite", "both"):
             databases.append(("sqlite", stack.enter_context(sqlite_database())))
         if args.db in ("postgres", "both"):
-            databases.append(("postgres", stack.enter_context(postgres_database())))
+            databases.append(("postgres", stack.enter_context(postgres_database("clarion_bench_throttle"))[0]))
         # The databases take turns, run by run, so that both see the same spells of load from the neighbours.
         results = [run(url, label, rate, args.seconds, workers, args.client, tuning)
                    for _ in range(args.repeat) for rate in args.rate for workers in args.workers

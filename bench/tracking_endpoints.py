@@ -25,12 +25,15 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bench.common import cpu_seconds, free_port, migrated_sqlite, postgres_database
+
 SECRET = "bench-secret-" + "b" * 40
 LINK_URL = "https://shop.example/summer-sale?utm_source=clarion"
-PG_ADMIN_URL = os.environ.get("CLARION_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 # --- the baseline: a bare ASGI app answering with the very same bytes -------------------------------------------
@@ -169,12 +172,6 @@ def _load_main(args: argparse.Namespace) -> None:
 
 # --- orchestration ----------------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
     until = time.monotonic() + timeout
     while time.monotonic() < until:
@@ -201,23 +198,11 @@ def _run_load(port: int, paths_file: str, args: argparse.Namespace, seconds: flo
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) a server process and its children (uvicorn's workers) have used so far; Linux
-    only, 0 elsewhere. A database server's own processes are not counted."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return 0.0
-    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return own + sum(_cpu_seconds(int(child)) for child in children)
-
-
 def _timed_load(server: subprocess.Popen[bytes], port: int, paths_file: str, args: argparse.Namespace,
                 seconds: float) -> dict[str, Any]:
-    before = _cpu_seconds(server.pid)
+    before = cpu_seconds(server.pid, children=True)
     result = _run_load(port, paths_file, args, seconds)
-    result["cpu"] = _cpu_seconds(server.pid) - before
+    result["cpu"] = cpu_seconds(server.pid, children=True) - before
     return result
 
 
@@ -226,26 +211,14 @@ def _stop(server: subprocess.Popen[bytes]) -> None:
     server.wait(timeout=30)
 
 
-def _database(backend: str, workdir: Path) -> tuple[str, Any]:
-    from clarion.migrate import upgrade
-
+@contextmanager
+def _database(backend: str, workdir: Path) -> Iterator[str]:
+    """A freshly migrated database of `backend`, dropped (PostgreSQL) on exit."""
     if backend == "sqlite":
-        url = f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
-        upgrade(url)
-        return url, lambda: None
-    import psycopg
-
-    name = f"clarion_bench_{os.getpid()}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
-    upgrade(url)
-
-    def drop() -> None:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    return url, drop
+        yield migrated_sqlite(workdir / "bench.db")
+        return
+    with postgres_database() as (url, _):
+        yield url
 
 
 def _total(segments: list[dict[str, Any]]) -> dict[str, Any]:
@@ -265,15 +238,14 @@ def _bench(args: argparse.Namespace) -> None:
     durability: list[tuple[int, int, int, float]] = []  # (accepted so far, at the first count, stored, seconds)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        url, drop = _database(args.backend, workdir)
-        try:
+        with _database(args.backend, workdir) as url:
             paths, campaign_id = asyncio.run(_seed(url, args.recipients))
             paths_file = str(workdir / "paths.json")
             Path(paths_file).write_text(json.dumps(paths))
             env = {**os.environ, "CLARION_DATABASE_URL": url, "CLARION_SECRET_KEY": SECRET,
                    "CLARION_DATA_DIR": str(workdir / "data"),
                    "PYTHONPATH": os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH")) if p)}
-            bare_port, our_port = _free_port(), _free_port()
+            bare_port, our_port = free_port(), free_port()
             bare = _serve("bench.tracking_endpoints:bare_app_factory", bare_port, args.workers, env)
             ours = _serve(args.app, our_port, args.workers, env)
             try:
@@ -285,7 +257,7 @@ def _bench(args: argparse.Namespace) -> None:
                 accepted = warm["statuses"].get("200", 0) + warm["statuses"].get("302", 0)
                 for _ in range(args.rounds):
                     bare_segments.append(_timed_load(bare, bare_port, paths_file, args, segment_seconds))
-                    before = _cpu_seconds(ours.pid)
+                    before = cpu_seconds(ours.pid, children=True)
                     segment = _run_load(our_port, paths_file, args, segment_seconds)
                     our_segments.append(segment)
                     # Counted while Clarion's server runs on: durability must not wait for a shutdown. The next
@@ -294,12 +266,11 @@ def _bench(args: argparse.Namespace) -> None:
                     at_stop, stored, after = asyncio.run(_await_durable(url, campaign_id, accepted,
                                                                         segment["ended_at"]))
                     durability.append((accepted, at_stop, stored, after))
-                    segment["cpu"] = _cpu_seconds(ours.pid) - before  # with the writing of the segment's events
+                    # With the writing of the segment's events.
+                    segment["cpu"] = cpu_seconds(ours.pid, children=True) - before
             finally:
                 _stop(bare)
                 _stop(ours)
-        finally:
-            drop()
     bare_total, our_total = _total(bare_segments), _total(our_segments)
     ratio = our_total["rps"] / bare_total["rps"]
     rounds = [o["rps"] / b["rps"] for b, o in zip(bare_segments, our_segments, strict=True)]

@@ -42,6 +42,12 @@ def deep_link(settings: Settings, tenant_id: uuid.UUID, contact_id: uuid.UUID) -
     return audience.telegram_deep_link(BOT, tenant_id, contact_id, secret=settings.resolved_secret_key())
 
 
+async def link_contact(db: Database, settings: Settings, tenant_id: uuid.UUID, contact_id: uuid.UUID,
+                       chat_id: str) -> uuid.UUID | None:
+    """Press Start in `chat_id` on the contact's own deep link."""
+    return await link(db, settings, tenant_id, start_token(deep_link(settings, tenant_id, contact_id)), chat_id)
+
+
 def test_the_start_token_fits_telegrams_start_parameter(settings: Settings) -> None:
     token = start_token(deep_link(settings, uuid.uuid4(), uuid.uuid4()))
     assert len(token) == COMPACT_TOKEN_LENGTH <= 64
@@ -79,8 +85,8 @@ async def test_a_chat_belongs_to_the_contact_that_linked_it_last(api: httpx.Asyn
                                                                  settings: Settings) -> None:
     tenant_id = api.tenant.id  # type: ignore[attr-defined]
     first, second = await new_contact(api), await new_contact(api)
-    await link(db, settings, tenant_id, start_token(deep_link(settings, tenant_id, first)), "777")
-    await link(db, settings, tenant_id, start_token(deep_link(settings, tenant_id, second)), "777")
+    await link_contact(db, settings, tenant_id, first, "777")
+    await link_contact(db, settings, tenant_id, second, "777")
     assert (await api.get(f"/api/v1/contacts/{first}")).json()["telegram_chat_id"] is None
     assert (await api.get(f"/api/v1/contacts/{second}")).json()["telegram_chat_id"] == "777"
     # Another tenant's contact may have the same chat with its own bot: chats are unique per tenant only.
@@ -88,8 +94,7 @@ async def test_a_chat_belongs_to_the_contact_that_linked_it_last(api: httpx.Asyn
     async with db.transaction() as session:
         theirs = await audience.create_contact(session, other.id, ContactCreate(email="c@example.com"))
         theirs_id = theirs.id
-    assert await link(db, settings, other.id, start_token(deep_link(settings, other.id, theirs_id)), "777") == \
-        theirs_id
+    assert await link_contact(db, settings, other.id, theirs_id, "777") == theirs_id
 
 
 async def test_a_deleted_contact_links_nothing(api: httpx.AsyncClient, db: Database, settings: Settings) -> None:
@@ -104,8 +109,8 @@ async def test_a_suppressed_chat_is_not_reachable_on_telegram(api: httpx.AsyncCl
                                                              settings: Settings) -> None:
     tenant_id = api.tenant.id  # type: ignore[attr-defined]
     suppressed, reachable = await new_contact(api), await new_contact(api)
-    await link(db, settings, tenant_id, start_token(deep_link(settings, tenant_id, suppressed)), "4040")
-    await link(db, settings, tenant_id, start_token(deep_link(settings, tenant_id, reachable)), "4041")
+    await link_contact(db, settings, tenant_id, suppressed, "4040")
+    await link_contact(db, settings, tenant_id, reachable, "4041")
     response = await api.post("/api/v1/suppressions", json={"channel": "telegram", "addresses": ["4040"]})
     assert response.status_code < 300, response.text
     campaign = (await api.post("/api/v1/campaigns", json={"name": "TG", "channel": "telegram"})).json()

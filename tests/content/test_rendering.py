@@ -17,8 +17,8 @@ from clarion.content.rendering import (
     render_email,
     render_html,
     render_text,
-    sms_segments,
 )
+from clarion.kit.sms import sms_segments
 
 
 def context(contact: dict | None = None, **variables: object) -> dict:

@@ -81,14 +81,28 @@ async def email_campaign(api: httpx.AsyncClient, count: int, *, priority: int) -
     return await running_campaign(api, people(count), template_id=await email_template(api), priority=priority)
 
 
+async def whatsapp_and_email(install: Install, whatsapp: Sandbox, *, numbers: int,
+                             rate_limit_per_second: int) -> tuple[str, str]:
+    """(a priority-10 WhatsApp campaign to `numbers` new contacts, a priority-1 email campaign to 5 people)."""
+    channel_id = await whatsapp_channel(install.api, whatsapp, rate_limit_per_second=rate_limit_per_second)
+    phone_numbers = phones(numbers)
+    await add_contacts(install.api, phone_numbers)
+    urgent = await whatsapp_campaign(install.api, channel_id, phone_numbers, priority=10)
+    return urgent, await email_campaign(install.api, 5, priority=1)
+
+
+async def claim_all(install: Install, limit: int, *, lease_seconds: int = 60) -> list[claims.ClaimedRecipient]:
+    """One claim across every campaign, through each campaign's channel account, as the dispatcher makes it."""
+    account_of = send_accounting.account_resolver(secret=install.settings.resolved_secret_key(),
+                                                  data_dir=install.settings.data_dir)
+    async with install.db.transaction() as session:
+        return await claims.claim_due(session, now=utcnow(), limit=limit, lease_owner="w",
+                                      lease_seconds=lease_seconds, account_of=account_of)
+
+
 async def test_a_failing_provider_on_a_high_priority_campaign_does_not_hold_back_an_email_campaign(
         install: Install, whatsapp: Sandbox) -> None:
-    api = install.api
-    channel_id = await whatsapp_channel(api, whatsapp, rate_limit_per_second=5000)
-    numbers = phones(60)
-    await add_contacts(api, numbers)
-    urgent = await whatsapp_campaign(api, channel_id, numbers, priority=10)
-    newsletter = await email_campaign(api, 5, priority=1)
+    urgent, newsletter = await whatsapp_and_email(install, whatsapp, numbers=60, rate_limit_per_second=5000)
     whatsapp.control.fail_next("transient", times=1000)  # the Cloud API is throttling the number
 
     await dispatch_one_batch(install, batch_size=20)
@@ -128,15 +142,10 @@ async def test_priority_orders_the_campaigns_of_one_account_while_other_accounts
     chat = await whatsapp_campaign(api, channel_id, numbers, priority=5)
     # Two campaigns on the tenant's one email account (the built-in outbox) compete for it.
     high, low = await email_campaign(api, 30, priority=10), await email_campaign(api, 5, priority=1)
-    account_of = send_accounting.account_resolver(secret=install.settings.resolved_secret_key(),
-                                                  data_dir=install.settings.data_dir)
 
     async def claim(limit: int) -> Counter[str]:
-        async with install.db.transaction() as session:
-            claimed = await claims.claim_due(session, now=utcnow(), limit=limit, lease_owner="w", lease_seconds=60,
-                                              account_of=account_of)
         names = {uuid.UUID(high): "high", uuid.UUID(low): "low", uuid.UUID(chat): "chat"}
-        return Counter(names[c.campaign_id] for c in claimed)
+        return Counter(names[c.campaign_id] for c in await claim_all(install, limit))
 
     # Half the batch each; WhatsApp needs only 5 of its 10, which go to the email account's first campaign.
     assert await claim(20) == {"high": 15, "chat": 5}
@@ -145,17 +154,7 @@ async def test_priority_orders_the_campaigns_of_one_account_while_other_accounts
 
 async def test_a_slow_account_claims_only_what_its_throughput_sends_in_a_few_seconds(
         install: Install, whatsapp: Sandbox) -> None:
-    api = install.api
-    channel_id = await whatsapp_channel(api, whatsapp, rate_limit_per_second=2)
-    numbers = phones(100)
-    await add_contacts(api, numbers)
-    slow = await whatsapp_campaign(api, channel_id, numbers, priority=10)
-    newsletter = await email_campaign(api, 5, priority=1)
-    account_of = send_accounting.account_resolver(secret=install.settings.resolved_secret_key(),
-                                                  data_dir=install.settings.data_dir)
-    async with install.db.transaction() as session:
-        claimed = await claims.claim_due(session, now=utcnow(), limit=500, lease_owner="w", lease_seconds=300,
-                                          account_of=account_of)
-    by_campaign = Counter(str(c.campaign_id) for c in claimed)
+    slow, newsletter = await whatsapp_and_email(install, whatsapp, numbers=100, rate_limit_per_second=2)
+    by_campaign = Counter(str(c.campaign_id) for c in await claim_all(install, 500, lease_seconds=300))
     # 2 a second: 20 (ten seconds of sending), not 495 that would outlive the lease and hold the worker.
     assert by_campaign == {slow: 2 * quotas.BATCH_SECONDS, newsletter: 5}

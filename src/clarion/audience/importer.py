@@ -77,16 +77,14 @@ _SCAN_BLOCK = 1 << 20
 
 # --- reading -----------------------------------------------------------------------------------------------
 
-def check_utf8_text(binary: BinaryIO) -> int:
-    """Reject a file that is not UTF-8 text before anything is written, then rewind it; returns its size.
+def check_utf8_text(binary: BinaryIO) -> None:
+    """Reject a file that is not UTF-8 text before anything is written, then rewind it.
 
     One streaming pass (a block at a time): an import never fails half-way on an undecodable byte.
     """
     decoder = codecs.getincrementaldecoder("utf-8")()
     line = 1
-    size = 0
     while block := binary.read(_SCAN_BLOCK):
-        size += len(block)
         if b"\x00" in block:
             line += block[:block.index(b"\x00")].count(b"\n")
             raise Invalid(f"the file is not CSV text: it contains a NUL byte (line {line})",
@@ -104,7 +102,6 @@ def check_utf8_text(binary: BinaryIO) -> int:
         raise Invalid("the file is not UTF-8 text (it ends inside a multi-byte character)",
                       errors=[field_error(["body", "file"], "truncated UTF-8 at the end")]) from exc
     binary.seek(0)
-    return size
 
 
 def parse_header(cells: list[str]) -> Columns:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, exists, select, update
+from sqlalchemy import ColumnElement, and_, delete, exists, select, update
 
 from clarion.kit.pagination import PageRows, keyset_page
 from clarion.kit.repository import TenantRepository
@@ -47,19 +48,21 @@ class PushSubscriptionRepo(TenantRepository[PushSubscription]):
             found.extend(tuple(row) for row in (await self.session.execute(stmt)).all())  # type: ignore[misc]
         return found
 
+    def _with_endpoints(self, endpoints: list[str]) -> Iterator[ColumnElement[bool]]:
+        """This tenant's subscriptions with one of `endpoints`: one condition per _CHUNK of them."""
+        for start in range(0, len(endpoints), _CHUNK):
+            yield and_(PushSubscription.tenant_id == self.tenant_id,
+                       PushSubscription.endpoint.in_(endpoints[start:start + _CHUNK]))
+
     async def remove_endpoints(self, endpoints: list[str]) -> int:
         removed = 0
-        for start in range(0, len(endpoints), _CHUNK):
+        for condition in self._with_endpoints(endpoints):
             result = await self.session.execute(
-                delete(PushSubscription).where(PushSubscription.tenant_id == self.tenant_id,
-                                               PushSubscription.endpoint.in_(endpoints[start:start + _CHUNK]))
-                .execution_options(synchronize_session=False))
+                delete(PushSubscription).where(condition).execution_options(synchronize_session=False))
             removed += int(result.rowcount or 0)
         return removed
 
     async def mark_success(self, endpoints: list[str], at: datetime) -> None:
-        for start in range(0, len(endpoints), _CHUNK):
-            await self.session.execute(
-                update(PushSubscription).where(PushSubscription.tenant_id == self.tenant_id,
-                                               PushSubscription.endpoint.in_(endpoints[start:start + _CHUNK]))
-                .values(last_success_at=at).execution_options(synchronize_session=False))
+        for condition in self._with_endpoints(endpoints):
+            await self.session.execute(update(PushSubscription).where(condition).values(last_success_at=at)
+                                       .execution_options(synchronize_session=False))

@@ -5,10 +5,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, exists, func, literal, not_, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from clarion.kit.pagination import PageRows, keyset_page
-from clarion.kit.repository import TenantRepository
+from clarion.kit.repository import TenantRepository, dialect_insert
 from clarion.kit.sqljson import json_array_contains, like_escape
 from clarion.models import Contact, ContactSubscription
 from clarion.models.audience import CHANNEL_BITS
@@ -106,9 +105,7 @@ class ContactRepo(TenantRepository[Contact]):
             chosen = self.scoped(select(Contact.tenant_id, Contact.id, literal(channel), literal("unsubscribed"),
                                         literal(at, type_=table.c.changed_at.type), literal(source)))
             chosen = chosen.where(Contact.id.in_(ids[start:start + 1000]))
-            insert = (postgresql.insert(table) if self.session.get_bind().dialect.name == "postgresql"
-                      else sqlite.insert(table))
-            stmt = insert.from_select(["tenant_id", "contact_id", "channel", "status", "changed_at", "source"],
+            stmt = dialect_insert(self.session, table).from_select(["tenant_id", "contact_id", "channel", "status", "changed_at", "source"],
                                       chosen)
             stmt = stmt.on_conflict_do_update(
                 index_elements=["contact_id", "channel"],

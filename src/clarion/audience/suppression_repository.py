@@ -7,11 +7,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import exists, false, func
-from sqlalchemy.dialects import postgresql, sqlite
 
 from clarion.kit.ids import new_id
 from clarion.kit.pagination import PageRows, keyset_page
-from clarion.kit.repository import TenantRepository
+from clarion.kit.repository import TenantRepository, dialect_insert
 from clarion.kit.sqljson import like_escape
 from clarion.models import Contact, Suppression
 
@@ -41,10 +40,7 @@ class SuppressionRepo(TenantRepository[Suppression]):
 
     def _insert(self) -> Any:
         """INSERT … ON CONFLICT DO NOTHING: same SQL on both databases, built by each dialect's insert()."""
-        table = Suppression.__table__
-        if self.session.get_bind().dialect.name == "postgresql":
-            return postgresql.insert(table)
-        return sqlite.insert(table)
+        return dialect_insert(self.session, Suppression.__table__)
 
     async def insert_missing(self, channel: str, addresses: list[str], *, reason: str, note: str | None,
                              at: datetime) -> int:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clarion.campaign import planning
+from clarion.campaign import claims_repository as repo
+from clarion.campaign import planning, sending_repository
 from clarion.campaign import send_quotas as quotas
-from clarion.campaign import sending_repository as repo
 
 
 @dataclass(frozen=True)
@@ -30,13 +30,6 @@ class ClaimedRecipient:
     email: str | None
     phone: str | None
     attempt: int
-
-
-def _quota_left(campaign: repo.DueCampaign, today: date) -> int | None:
-    if not campaign.daily_send_limit:
-        return None
-    used = campaign.daily_sent_count if campaign.daily_sent_date == today else 0
-    return max(0, campaign.daily_send_limit - used)
 
 
 @dataclass
@@ -104,7 +97,7 @@ async def claim_due(session: AsyncSession, *, now: datetime, limit: int, lease_o
         # must be open now (leftovers from an earlier day wait for the next opening).
         if not campaign.local_time and not planning.SendWindow.of(campaign).is_open(now):
             continue
-        daily_left = _quota_left(campaign, now.date())
+        daily_left = quotas.daily_left(campaign, now.date())
         if daily_left == 0:
             continue
         account = None
@@ -173,10 +166,11 @@ async def _skip_unreachable(session: AsyncSession, campaign: repo.DueCampaign, *
     skipped = await repo.skip_unreachable(session, campaign, now=now, limit=limit)
     if not skipped:
         return
-    await repo.add_counters(session, campaign.id, skipped=len(skipped), pending=-len(skipped))
-    await repo.insert_events(session, [repo.event_row(r.tenant_id, r.campaign_id, r.id, r.contact_id, "skipped", now,
-                                              {"reason": f"not reachable on {campaign.channel}"})
-                                       for r in skipped])
+    await sending_repository.add_counters(session, campaign.id, skipped=len(skipped), pending=-len(skipped))
+    await sending_repository.insert_events(session, [
+        sending_repository.event_row(r.tenant_id, r.campaign_id, r.id, r.contact_id, "skipped", now,
+                                     {"reason": f"not reachable on {campaign.channel}"})
+        for r in skipped])
 
 
 async def release_expired_leases(session: AsyncSession, *, now: datetime) -> int:

@@ -21,6 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from clarion.kit.repository import dialect
 from clarion.models import CampaignEvent
 from clarion.models.campaign_events import (
     EVENTS_DEFAULT_PARTITION,
@@ -38,7 +39,7 @@ _LOCK_NOT_AVAILABLE = "55P03"
 
 
 def partitioned(session: AsyncSession) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
+    return dialect(session) == "postgresql"
 
 
 async def existing_months(session: AsyncSession) -> set[date]:

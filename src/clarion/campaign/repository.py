@@ -24,10 +24,9 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
 from clarion.kit.pagination import PageRows, keyset_page
-from clarion.kit.repository import TenantRepository
+from clarion.kit.repository import TenantRepository, dialect_insert
 from clarion.kit.sqljson import like_escape
 from clarion.kit.types import UTCDateTime
 from clarion.models import Campaign, CampaignEvent, CampaignRecipient, CampaignSendSchedule, Contact
@@ -86,10 +85,7 @@ class RecipientRepo(TenantRepository[CampaignRecipient]):
 
     def _insert_ignoring_duplicates(self) -> Any:
         """INSERT … ON CONFLICT DO NOTHING: same SQL on both databases, built by each dialect's insert()."""
-        table = CampaignRecipient.__table__
-        if self.session.get_bind().dialect.name == "postgresql":
-            return postgresql.insert(table)
-        return sqlite.insert(table)
+        return dialect_insert(self.session, CampaignRecipient.__table__)
 
     async def insert_from_audience(self, campaign_id: uuid.UUID, audience: Select[Any], *, only_if: Any,
                                    at: datetime) -> int:

@@ -33,11 +33,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clarion.campaign import sending_repository as repo
+from clarion.campaign import claims_repository as repo
 from clarion.campaign import service
 
 # The rolling window of a messaging-limit tier.
@@ -78,6 +79,19 @@ class SendAccount:
 # (session, tenant id, channel, the campaign's channel_config_id) → the account, or None when it cannot be
 # resolved (the dispatcher then holds the campaign with the reason).
 AccountResolver = Callable[[AsyncSession, uuid.UUID, str, uuid.UUID | None], Awaitable[SendAccount | None]]
+
+
+def sent_today(campaign: Any, today: date) -> int:
+    """What a campaign (a model or a repo.DueCampaign) sent against its daily limit today: the count restarts on a
+    new day."""
+    return campaign.daily_sent_count if campaign.daily_sent_date == today else 0
+
+
+def daily_left(campaign: Any, today: date) -> int | None:
+    """What the campaign's daily limit leaves for today; None: no daily limit."""
+    if not campaign.daily_send_limit:
+        return None
+    return max(0, campaign.daily_send_limit - sent_today(campaign, today))
 
 
 def budget_reason(spent: int, budget: int, next_cost: int | None = None) -> str:

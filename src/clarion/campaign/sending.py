@@ -210,18 +210,18 @@ def _count_day(tally: _Tally, day: date | None, *, sent: int) -> None:
 
 async def _apply_tally(session: AsyncSession, campaign_id: uuid.UUID, tally: _Tally, *, status: str) -> None:
     finished = tally.sent + tally.failed + tally.withdrawn
-    run = await repo.record_streak(session, campaign_id, reset=tally.succeeded, failures=tally.trailing_failures,
-                                   sent=tally.sent, failed=tally.failed, pending=-finished, spent=tally.spent)
+    run, spent, budget = await repo.record_streak(
+        session, campaign_id, reset=tally.succeeded, failures=tally.trailing_failures, sent=tally.sent,
+        failed=tally.failed, pending=-finished, spent=tally.spent)
     for day, (sent, handled) in tally.per_day.items():
         await repo.count_schedule_progress(session, campaign_id, day, sent=sent, handled=handled)
     if run >= 0 and status == "running":
         await service.transition(session, tally.tenant_id, campaign_id, "pause",
                                  reason=f"paused automatically after {run} consecutive send failures")
-    elif tally.spent and status == "running":
-        spent, budget = await repo.spent_of(session, campaign_id)
-        # A campaign whose last message used the budget up has nothing left to stop: it completes instead.
-        if budget is not None and spent >= budget and await repo.has_unsent(session, campaign_id):
-            await quotas.pause_running(session, tally.tenant_id, campaign_id, quotas.budget_reason(spent, budget))
+    # A campaign whose last message used the budget up has nothing left to stop: it completes instead.
+    elif (tally.spent and status == "running" and budget is not None and spent >= budget
+          and await repo.has_unsent(session, campaign_id)):
+        await quotas.pause_running(session, tally.tenant_id, campaign_id, quotas.budget_reason(spent, budget))
 
 
 # --- events -------------------------------------------------------------------------------------------------

@@ -1,11 +1,8 @@
-"""Every query of the send side of campaigns: claims, leases, outcomes, events, links.
+"""The queries of the send side of campaigns after the claim: outcomes, events, counters, the campaign ticks,
+links and money; and the dialect helpers the claims' queries (campaign.claims_repository) share.
 
 UNSCOPED: workers, tracking endpoints and webhooks act across all tenants, naming rows by id; each row they
 touch carries its tenant_id, which they pass on. Nothing here takes a tenant from a request.
-
-Claims are one UPDATE … RETURNING per campaign. On PostgreSQL the rows are chosen by a sub-select with
-FOR UPDATE OF campaign_recipients SKIP LOCKED, so concurrent workers take different rows and never wait on
-each other; on SQLite the single statement runs under the database's write lock, which serialises claimers.
 """
 
 from __future__ import annotations
@@ -38,37 +35,24 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clarion.audience import service as audience
+from clarion.kit.repository import dialect, dialect_insert
 from clarion.kit.types import UTCDateTime
 from clarion.models import (
-    AccountReach,
     Campaign,
     CampaignEvent,
     CampaignLink,
     CampaignRecipient,
     CampaignSendSchedule,
-    Contact,
 )
 
 R = CampaignRecipient
-_NO_SYNC = {"synchronize_session": False}
-
-# Which contact column must still hold an address for a channel to reach the contact.
-# Telegram goes to the chat the contact has now (it may re-link), so recipients keep no snapshot of it; push
-# goes to the contact's browser subscriptions, of which it needs at least one.
-_CONTACT_ADDRESS = {"email": Contact.email, "sms": Contact.phone, "whatsapp": Contact.phone,
-                    "telegram": Contact.telegram_chat_id}
-_RECIPIENT_ADDRESS = {"email": R.email, "sms": R.phone, "whatsapp": R.phone}
+NO_SYNC = {"synchronize_session": False}
 
 
-def dialect(session: AsyncSession) -> str:
-    return session.get_bind().dialect.name
-
-
-def _skip_locked(session: AsyncSession, stmt: Select[Any]) -> Select[Any]:
+def skip_locked(session: AsyncSession, stmt: Select[Any]) -> Select[Any]:
     """Lock the chosen recipient rows only (never the joined campaign); a no-op on SQLite."""
     if dialect(session) == "postgresql":
         return stmt.with_for_update(skip_locked=True, of=R)
@@ -79,54 +63,13 @@ def _locked(session: AsyncSession, stmt: Select[Any]) -> Select[Any]:
     return stmt.with_for_update(of=R) if dialect(session) == "postgresql" else stmt
 
 
-def _recipient_id_in(session: AsyncSession, ids: list[int]) -> ColumnElement[bool]:
+def recipient_id_in(session: AsyncSession, ids: list[int]) -> ColumnElement[bool]:
     """R.id IN ids. On PostgreSQL as `= ANY(one array)`: an IN list has one placeholder per id, so each batch
     size is different SQL and psycopg's prepared-statement cache never hits (measured in the send pipeline's
     profile: 2–6% of the sending process's time)."""
     if dialect(session) == "postgresql":
         return R.id == any_(bindparam("recipient_ids", list(ids), type_=postgresql.ARRAY(BigInteger())))
     return R.id.in_(ids)
-
-
-def _insert(session: AsyncSession, table: Any) -> Any:
-    return (postgresql.insert if dialect(session) == "postgresql" else sqlite.insert)(table)
-
-
-@dataclass(frozen=True)
-class DueCampaign:
-    id: uuid.UUID
-    tenant_id: uuid.UUID
-    channel: str
-    priority: int
-    daily_send_limit: int | None
-    daily_sent_date: date | None
-    daily_sent_count: int
-    send_window: dict[str, Any] | None
-    local_time: bool
-    channel_config_id: uuid.UUID | None = None
-    budget: int | None = None
-
-
-@dataclass(frozen=True)
-class AccountQuota:
-    """A claim through a channel account: the account is recorded on the claimed rows; with `new_recipients`,
-    at most that many of them may be contacts the account has not messaged after `after` (the others use up
-    nothing of the account's quota)."""
-
-    channel_config_id: uuid.UUID | None
-    new_recipients: int | None = None
-    after: datetime | None = None
-
-
-@dataclass(frozen=True)
-class ClaimedRow:
-    id: int
-    tenant_id: uuid.UUID
-    campaign_id: uuid.UUID
-    contact_id: uuid.UUID
-    email: str | None
-    phone: str | None
-    retry_count: int
 
 
 @dataclass(frozen=True)
@@ -143,179 +86,6 @@ class HeldRow:
     max_attempts: int
 
 
-def _due(now: datetime) -> Any:
-    return and_(R.status == "pending", R.send_after.is_not(None), R.send_after <= now)
-
-
-def reachable(channel: str) -> Any:
-    """SQL condition on a recipient row: its contact is still subscribed on `channel` and has the address."""
-    contact_ok = select(Contact.id).where(Contact.id == R.contact_id, audience.subscribed_on(channel))
-    if channel in _CONTACT_ADDRESS:
-        contact_ok = contact_ok.where(_CONTACT_ADDRESS[channel].is_not(None))
-    elif channel == "push":
-        contact_ok = contact_ok.where(audience.has_push_subscription())
-    condition = exists(contact_ok)
-    if channel in _RECIPIENT_ADDRESS:
-        condition = and_(condition, _RECIPIENT_ADDRESS[channel].is_not(None))
-    return condition
-
-
-# --- claims -------------------------------------------------------------------------------------------------
-
-async def campaigns_with_due_recipients(session: AsyncSession, *, now: datetime, campaign_id: uuid.UUID | None,
-                                        tenant_id: uuid.UUID | None = None) -> list[DueCampaign]:
-    """Running campaigns (of one tenant, or of all) that have a due pending recipient, highest priority first
-    (then oldest)."""
-    stmt = (select(Campaign.id, Campaign.tenant_id, Campaign.channel, Campaign.priority, Campaign.daily_send_limit,
-                   Campaign.daily_sent_date, Campaign.daily_sent_count, Campaign.send_window, Campaign.local_time,
-                   Campaign.channel_config_id, Campaign.budget)
-            .where(Campaign.status == "running",
-                   exists(select(R.id).where(R.campaign_id == Campaign.id, _due(now))))
-            .order_by(Campaign.priority.desc(), Campaign.id))
-    if campaign_id is not None:
-        stmt = stmt.where(Campaign.id == campaign_id)
-    return [DueCampaign(*row) for row in (await session.execute(_of_tenant(stmt, tenant_id))).all()]
-
-
-async def skip_unreachable(session: AsyncSession, campaign: DueCampaign, *, now: datetime,
-                           limit: int) -> list[ClaimedRow]:
-    """Mark up to `limit` due recipients `skipped` whose contact can no longer be reached on the channel."""
-    channel = campaign.channel
-    chosen = (select(R.id).where(R.campaign_id == campaign.id, _due(now), not_(reachable(channel)))
-              .order_by(R.id).limit(limit))
-    still_subscribed = exists(select(Contact.id).where(Contact.id == R.contact_id, audience.subscribed_on(channel)))
-    reason = case((still_subscribed, f"no {channel} address"), else_=f"no longer subscribed to {channel}")
-    stmt = (update(R).where(R.id.in_(_skip_locked(session, chosen).scalar_subquery()))
-            .values(status="skipped", failure_reason=reason, updated_at=now)
-            .returning(R.id, R.tenant_id, R.campaign_id, R.contact_id, R.email, R.phone, R.retry_count))
-    return [ClaimedRow(*row) for row in (await session.execute(stmt, execution_options=_NO_SYNC)).all()]
-
-
-async def claim(session: AsyncSession, campaign: DueCampaign, *, now: datetime, limit: int, lease_owner: str,
-                lease_until: datetime, account: AccountQuota | None = None) -> list[ClaimedRow]:
-    """Lease up to `limit` due, reachable recipients of one campaign (status → sending), lowest id first; through
-    `account`, recorded on the rows and within its quota of new recipients."""
-    chosen = (select(R.id).where(R.campaign_id == campaign.id, _due(now), reachable(campaign.channel))
-              .order_by(R.id).limit(limit))
-    chosen = _skip_locked(session, chosen)
-    values: dict[str, Any] = {"status": "sending", "lease_owner": lease_owner, "lease_expires_at": lease_until,
-                              "updated_at": now}
-    if account is not None:
-        values["channel_config_id"] = account.channel_config_id
-        if account.new_recipients is not None and account.after is not None:
-            chosen = _within_quota(chosen, account.channel_config_id, account.after, account.new_recipients)
-    stmt = (update(R).where(R.id.in_(chosen.scalar_subquery())).values(**values)
-            .returning(R.id, R.tenant_id, R.campaign_id, R.contact_id, R.email, R.phone, R.retry_count))
-    rows = [ClaimedRow(*row) for row in (await session.execute(stmt, execution_options=_NO_SYNC)).all()]
-    rows.sort(key=lambda r: r.id)  # RETURNING order is unspecified
-    return rows
-
-
-def _in_window(last_messaged_at: Any, after: datetime) -> Any:
-    """A contact last messaged at `last_messaged_at` still holds a slot of the window that starts at `after`:
-    the window is (after, now], so a contact reached at T frees its slot at exactly T + the window. The count
-    and the claim both use this one condition."""
-    return last_messaged_at > after
-
-
-def _reached(channel_config_id: uuid.UUID | None, after: datetime) -> Any:
-    return and_(AccountReach.channel_config_id == channel_config_id,
-                _in_window(AccountReach.last_messaged_at, after))
-
-
-def _within_quota(candidates: Select[Any], channel_config_id: uuid.UUID | None, after: datetime,
-                  new_recipients: int) -> Select[Any]:
-    """Of the candidate ids (locked, in id order), those whose contact the account reached after `after` (one
-    primary-key probe each) and the first `new_recipients` of the others. Contacts stand for phone numbers: an
-    account is one tenant's, and a tenant's contacts have distinct numbers (channels without numbers work the
-    same)."""
-    locked = candidates.add_columns(R.contact_id).subquery()
-    # A scalar subquery, not EXISTS: PostgreSQL turns an EXISTS into a hash of the whole window (100,000 rows
-    # at the top tier) where a few hundred key probes do.
-    last = (select(AccountReach.last_messaged_at)
-            .where(AccountReach.channel_config_id == channel_config_id,
-                   AccountReach.contact_id == locked.c.contact_id)
-            .scalar_subquery())
-    flagged = select(locked.c.id, case((_in_window(last, after), 1), else_=0).label("free")).subquery()
-    ranked = select(flagged.c.id, flagged.c.free,
-                    func.row_number().over(partition_by=flagged.c.free, order_by=flagged.c.id).label("n")).subquery()
-    return select(ranked.c.id).where(or_(ranked.c.free == 1, ranked.c.n <= new_recipients))
-
-
-async def recipients_in_window(session: AsyncSession, channel_config_id: uuid.UUID, *, after: datetime) -> int:
-    """Distinct contacts the account reached (claimed for it) after `after`: a range of one index."""
-    stmt = select(func.count()).select_from(AccountReach).where(_reached(channel_config_id, after))
-    return int((await session.execute(stmt)).scalar_one())
-
-
-async def record_reach(session: AsyncSession, channel_config_id: uuid.UUID, rows: list[ClaimedRow], *,
-                       at: datetime) -> None:
-    """The account reaches the claimed rows' contacts at `at` (one upsert; a contact already there moves on)."""
-    if not rows:
-        return
-    stmt = _insert(session, AccountReach.__table__)
-    stmt = stmt.on_conflict_do_update(index_elements=["channel_config_id", "contact_id"],
-                                      set_={"last_messaged_at": stmt.excluded.last_messaged_at})
-    # executemany: compiled once and cached; the drivers batch the rows (insertmanyvalues on PostgreSQL).
-    await session.execute(stmt, [{"tenant_id": r.tenant_id, "channel_config_id": channel_config_id,
-                                  "contact_id": r.contact_id, "last_messaged_at": at} for r in rows])
-
-
-async def lock_quota(session: AsyncSession, key: str) -> None:
-    """Serialise, until the transaction ends, the claims that share one quota (an account's messaging tier, a
-    campaign's budget), so a count and the claim that follows it are never both made by two workers at once:
-    a transaction-scoped advisory lock on PostgreSQL, the database's write lock on SQLite."""
-    if dialect(session) == "postgresql":
-        await session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0))))
-    else:
-        await _take_write_lock(session)
-
-
-async def budget_position(session: AsyncSession, campaign_id: uuid.UUID, *,
-                          excluding_lease: str | None = None) -> tuple[int | None, int, int, int]:
-    """(budget, spent, sent, recipients in flight — but those of `excluding_lease`) of one campaign, read in one
-    statement so a concurrent outcome (sending → sent, spent += cost in one commit) is seen wholly or not at all."""
-    flying = select(func.count()).select_from(R).where(R.campaign_id == campaign_id, R.status == "sending")
-    if excluding_lease is not None:
-        flying = flying.where(R.lease_owner != excluding_lease)
-    in_flight = flying.scalar_subquery()
-    stmt = select(Campaign.budget, Campaign.spent, Campaign.sent, in_flight).where(Campaign.id == campaign_id)
-    budget, spent, sent, flying = (await session.execute(stmt)).one()
-    return budget, int(spent), int(sent), int(flying)
-
-
-async def spent_of(session: AsyncSession, campaign_id: uuid.UUID) -> tuple[int, int | None]:
-    """(spent, budget) of one campaign, as this transaction sees it."""
-    spent, budget = (await session.execute(select(Campaign.spent, Campaign.budget)
-                                           .where(Campaign.id == campaign_id))).one()
-    return int(spent), budget
-
-
-async def use_daily_quota(session: AsyncSession, campaign_id: uuid.UUID, *, today: date, used: int) -> None:
-    """Count `used` sends against today's quota (the count restarts on a new day)."""
-    stmt = (update(Campaign).where(Campaign.id == campaign_id)
-            .values(daily_sent_count=case((Campaign.daily_sent_date == today, Campaign.daily_sent_count),
-                                          else_=0) + used,
-                    daily_sent_date=today))
-    await session.execute(stmt, execution_options=_NO_SYNC)
-
-
-async def release_held(session: AsyncSession, ids: list[int], *, lease_owner: str, now: datetime) -> int:
-    """Hand recipients still `sending` under `lease_owner` back to `pending`, unsent and no attempt counted."""
-    if not ids:
-        return 0
-    stmt = (update(R).where(_recipient_id_in(session, ids), R.status == "sending", R.lease_owner == lease_owner)
-            .values(status="pending", lease_owner=None, lease_expires_at=None, updated_at=now))
-    return int((await session.execute(stmt, execution_options=_NO_SYNC)).rowcount or 0)
-
-
-async def release_expired(session: AsyncSession, *, now: datetime) -> int:
-    expired = select(R.id).where(R.status == "sending", R.lease_expires_at < now)
-    stmt = (update(R).where(R.id.in_(_skip_locked(session, expired).scalar_subquery()))
-            .values(status="pending", lease_owner=None, lease_expires_at=None, updated_at=now))
-    return int((await session.execute(stmt, execution_options=_NO_SYNC)).rowcount or 0)
-
-
 # --- outcomes -----------------------------------------------------------------------------------------------
 
 async def held_by(session: AsyncSession, ids: list[int], lease_owner: str) -> list[HeldRow]:
@@ -326,7 +96,7 @@ async def held_by(session: AsyncSession, ids: list[int], lease_owner: str) -> li
     stmt = _locked(session, select(R.id, R.tenant_id, R.campaign_id, R.contact_id, R.retry_count,
                                    R.scheduled_send_date, Campaign.status, Campaign.max_attempts)
                    .join(Campaign, Campaign.id == R.campaign_id)
-                   .where(_recipient_id_in(session, ids), R.status == "sending", R.lease_owner == lease_owner))
+                   .where(recipient_id_in(session, ids), R.status == "sending", R.lease_owner == lease_owner))
     return [HeldRow(*row) for row in (await session.execute(stmt)).all()]
 
 
@@ -347,7 +117,7 @@ async def _update_each(session: AsyncSession, rows: list[dict[str, Any]], column
                    for name, type_ in columns.items()]
         given = func.unnest(*arrays).table_valued("rid", *columns).render_derived(name="given")
         stmt = update(table).where(table.c.id == given.c.rid).values(**assign(given.c))
-        await session.execute(stmt, execution_options=_NO_SYNC)
+        await session.execute(stmt, execution_options=NO_SYNC)
         return
     stmt = update(table).where(table.c.id == bindparam("rid")).values(
         **assign({name: bindparam(name) for name in columns}))
@@ -383,21 +153,21 @@ async def add_counters(session: AsyncSession, campaign_id: uuid.UUID, **deltas: 
     if deltas:
         values = {name: getattr(Campaign, name) + delta for name, delta in deltas.items()}
         await session.execute(update(Campaign).where(Campaign.id == campaign_id).values(**values),
-                              execution_options=_NO_SYNC)
+                              execution_options=NO_SYNC)
 
 
 async def record_streak(session: AsyncSession, campaign_id: uuid.UUID, *, reset: bool, failures: int,
-                        **deltas: int) -> int:
+                        **deltas: int) -> tuple[int, int, int | None]:
     """Update the run of consecutive failures (reset first when a send succeeded) and, in the same statement,
-    `counter = counter + delta` for each of `deltas`; returns the new run when it reached max_send_errors, else
-    -1."""
+    `counter = counter + delta` for each of `deltas`. Returns (the new run when it reached max_send_errors, else
+    -1; spent; budget) as the statement left them, so the budget check that follows needs no read of its own."""
     base = 0 if reset else Campaign.consecutive_failures
     counters = {name: getattr(Campaign, name) + delta for name, delta in deltas.items() if delta}
     stmt = (update(Campaign).where(Campaign.id == campaign_id)
             .values(consecutive_failures=base + failures, **counters)
-            .returning(Campaign.consecutive_failures, Campaign.max_send_errors))
-    run, limit = (await session.execute(stmt, execution_options=_NO_SYNC)).one()
-    return int(run) if int(run) >= int(limit) else -1
+            .returning(Campaign.consecutive_failures, Campaign.max_send_errors, Campaign.spent, Campaign.budget))
+    run, limit, spent, budget = (await session.execute(stmt, execution_options=NO_SYNC)).one()
+    return (int(run) if int(run) >= int(limit) else -1), int(spent), budget
 
 
 async def count_schedule_progress(session: AsyncSession, campaign_id: uuid.UUID, send_date: date, *,
@@ -409,7 +179,7 @@ async def count_schedule_progress(session: AsyncSession, campaign_id: uuid.UUID,
     stmt = (update(sch).where(sch.campaign_id == campaign_id, sch.send_date == send_date, sch.batch_number == 1)
             .values(messages_sent=sch.messages_sent + sent, messages_remaining=remaining,
                     status=case((sch.messages_remaining - handled <= 0, "completed"), else_="processing")))
-    await session.execute(stmt, execution_options=_NO_SYNC)
+    await session.execute(stmt, execution_options=NO_SYNC)
 
 
 # --- events -------------------------------------------------------------------------------------------------
@@ -484,10 +254,10 @@ _EVENT_WRITES = ("status", "delivered_at", "opened_at", "clicked_at", "converted
 _CHUNK = 5000  # ids per IN list, well under SQLite's limit on bound parameters
 
 
-async def _take_write_lock(session: AsyncSession) -> None:
+async def take_write_lock(session: AsyncSession) -> None:
     """SQLite: begin writing now (an UPDATE of no row), so what this transaction reads next stays true until
     it commits; pysqlite would otherwise read outside any transaction until the first write."""
-    await session.execute(update(R).where(literal(False)).values(status=R.status), execution_options=_NO_SYNC)
+    await session.execute(update(R).where(literal(False)).values(status=R.status), execution_options=NO_SYNC)
 
 
 async def lock_recipients(session: AsyncSession, ids: set[int]) -> list[dict[str, Any]]:
@@ -497,11 +267,11 @@ async def lock_recipients(session: AsyncSession, ids: set[int]) -> list[dict[str
     if not ids:
         return []
     if dialect(session) == "sqlite":
-        await _take_write_lock(session)
+        await take_write_lock(session)
     ordered = sorted(ids)
     found: list[dict[str, Any]] = []
     for at in range(0, len(ordered), _CHUNK):
-        stmt = _locked(session, select(*_EVENT_STATE).where(_recipient_id_in(session, ordered[at:at + _CHUNK])).order_by(R.id))
+        stmt = _locked(session, select(*_EVENT_STATE).where(recipient_id_in(session, ordered[at:at + _CHUNK])).order_by(R.id))
         found.extend(dict(row._mapping) for row in (await session.execute(stmt)).all())
     return found
 
@@ -526,7 +296,7 @@ async def recipient_refs(session: AsyncSession, ids: set[int]) -> list[tuple[Any
     found: list[tuple[Any, ...]] = []
     for at in range(0, len(ordered), _CHUNK):
         stmt = select(*_REF_COLUMNS).join(Campaign, Campaign.id == R.campaign_id).where(
-            _recipient_id_in(session, ordered[at:at + _CHUNK]))
+            recipient_id_in(session, ordered[at:at + _CHUNK]))
         found.extend(tuple(row) for row in (await session.execute(stmt)).all())
     return found
 
@@ -544,7 +314,7 @@ async def recipient_ref(session: AsyncSession, *, recipient_id: int | None = Non
 
 # --- campaign ticks -----------------------------------------------------------------------------------------
 
-def _of_tenant(stmt: Any, tenant_id: uuid.UUID | None) -> Any:
+def of_tenant(stmt: Any, tenant_id: uuid.UUID | None) -> Any:
     """Worker ticks pass None (every tenant); a tenant's own process-daily call passes its id."""
     return stmt if tenant_id is None else stmt.where(Campaign.tenant_id == tenant_id)
 
@@ -552,7 +322,7 @@ def _of_tenant(stmt: Any, tenant_id: uuid.UUID | None) -> Any:
 async def due_scheduled_campaigns(session: AsyncSession, *, now: datetime, today: date,
                                   tenant_id: uuid.UUID | None = None) -> list[tuple[Any, ...]]:
     """(id, tenant_id) of scheduled campaigns whose start time has come; locked (skip-locked on PostgreSQL)."""
-    stmt = _of_tenant(select(Campaign.id, Campaign.tenant_id).where(
+    stmt = of_tenant(select(Campaign.id, Campaign.tenant_id).where(
         Campaign.status == "scheduled",
         or_(Campaign.scheduled_at <= now, and_(Campaign.scheduled_at.is_(None), Campaign.start_date <= today))),
         tenant_id)
@@ -565,7 +335,7 @@ async def finished_running_campaigns(session: AsyncSession, *,
                                      tenant_id: uuid.UUID | None = None) -> list[tuple[Any, ...]]:
     """(id, tenant_id) of running campaigns with no recipient pending or sending."""
     unsent = select(R.id).where(R.campaign_id == Campaign.id, R.status.in_(("pending", "sending")))
-    stmt = _of_tenant(select(Campaign.id, Campaign.tenant_id).where(Campaign.status == "running",
+    stmt = of_tenant(select(Campaign.id, Campaign.tenant_id).where(Campaign.status == "running",
                                                                     not_(exists(unsent))), tenant_id)
     if dialect(session) == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)
@@ -590,7 +360,7 @@ def url_hash(url: str) -> str:
 async def upsert_links(session: AsyncSession, *, tenant_id: uuid.UUID, campaign_id: uuid.UUID,
                        urls: list[str]) -> dict[str, int]:
     hashes = {url: url_hash(url) for url in urls}
-    stmt = (_insert(session, CampaignLink.__table__)
+    stmt = (dialect_insert(session, CampaignLink.__table__)
             .values([{"tenant_id": tenant_id, "campaign_id": campaign_id, "url": url, "url_hash": digest}
                      for url, digest in hashes.items()])
             .on_conflict_do_nothing(index_elements=["campaign_id", "url_hash"]))
@@ -610,4 +380,4 @@ async def link(session: AsyncSession, link_id: int) -> tuple[Any, ...] | None:
 async def add_revenue(session: AsyncSession, *, tenant_id: uuid.UUID, campaign_id: uuid.UUID, amount: int) -> int:
     stmt = (update(Campaign).where(Campaign.id == campaign_id, Campaign.tenant_id == tenant_id)
             .values(revenue=Campaign.revenue + amount))
-    return int((await session.execute(stmt, execution_options=_NO_SYNC)).rowcount or 0)
+    return int((await session.execute(stmt, execution_options=NO_SYNC)).rowcount or 0)

@@ -24,7 +24,6 @@ from liquid.stream import TokenStream
 from markupsafe import Markup
 
 from clarion.content.html_text import TextPlan, html_to_text, plan_text
-from clarion.kit.sms import sms_segments  # noqa: F401 - previews count SMS parts with the one shared rule
 
 CONTACT_FIELDS = ("email", "phone", "first_name", "last_name", "locale", "timezone")
 # telegram_start_url: the contact's Telegram deep link, given when the tenant has a bot (delivery.compose).

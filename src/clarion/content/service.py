@@ -26,6 +26,7 @@ from clarion.content.schemas import (
 from clarion.errors import Invalid, field_error
 from clarion.kit.pagination import PageRows
 from clarion.kit.repository import conflict_on_violation
+from clarion.kit.sms import sms_segments
 from clarion.models import Template
 
 LIQUID_FIELDS = (("subject", "text"), ("body_html", "html"), ("body_text", "text"),
@@ -172,7 +173,7 @@ def render_template(template: Template, context: dict[str, Any]) -> EmailPreview
             components=components))
     text = rendering.render_text(template.body_text or "", context)
     if template.channel == "sms":
-        segments, encoding = rendering.sms_segments(text)
+        segments, encoding = sms_segments(text)
         return SmsPreview(text=text, segments=segments, encoding=encoding)
     return TextPreview(text=text)
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import Any
 
 from sqlalchemy import URL, ColumnElement, func, literal_column, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.kit.pagination import PageRows, keyset_page
-from clarion.kit.repository import TenantRepository
+from clarion.kit.repository import TenantRepository, dialect, dialect_insert
 from clarion.models.delivery import ChannelConfig, RateBucket
 
 
@@ -112,7 +110,7 @@ class RateBucketRepo:
 
     @property
     def _dialect(self) -> str:
-        return self.session.get_bind().dialect.name
+        return dialect(self.session)
 
     @property
     def clock_resolution(self) -> float:
@@ -132,12 +130,11 @@ class RateBucketRepo:
         An idle bucket's budget starts `lead` seconds from now (time for the answer to reach the worker, so
         its first slot is not already past), less the `burst` it lends."""
         dialect = self._dialect
-        insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
         now = _db_now_epoch(dialect)
         # GREATEST on PostgreSQL, the two-argument scalar max() on SQLite.
         greatest = func.greatest if dialect == "postgresql" else func.max
         # A missing row is a bucket idle forever: it lends its full burst too.
-        stmt = insert(RateBucket).values(key=key, next_free_at=now + (lead - burst) + cost)
+        stmt = dialect_insert(self.session, RateBucket).values(key=key, next_free_at=now + (lead - burst) + cost)
         # excluded.next_free_at - cost is now + lead - burst, computed once for this statement.
         earliest = literal_column("excluded.next_free_at") - cost
         stmt = stmt.on_conflict_do_update(

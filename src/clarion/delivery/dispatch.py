@@ -349,7 +349,7 @@ class Dispatcher:
         resolved: channel_service.ResolvedChannel,
         chunk: list[compose.Composed],
         report: DispatchReport,
-        guard: send_accounting.BudgetGuard | None = None,
+        guard: send_accounting.BudgetGuard | None,
     ) -> None:
         outcomes = [_failure(c) for c in chunk if c.message is None]
         messages = [c.message for c in chunk if c.message is not None]

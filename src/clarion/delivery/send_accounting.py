@@ -136,8 +136,8 @@ async def send_limits(session: AsyncSession, tenant_id: uuid.UUID, campaign_id: 
     tier = account.unique_recipients_per_window
     tier_used = await quotas.account_recipients_used(session, account, now=now)
     tier_left = None if tier is None or tier_used is None else max(0, tier - tier_used)
-    sent_today = campaign.daily_sent_count if campaign.daily_sent_date == today else 0
-    daily_left = max(0, campaign.daily_send_limit - sent_today) if campaign.daily_send_limit else None
+    sent_today = quotas.sent_today(campaign, today)
+    daily_left = quotas.daily_left(campaign, today)
     budget_left = None
     if campaign.budget is not None and account.cost_per_message > 0:
         budget_left = max(0, (campaign.budget - campaign.spent) // account.cost_per_message)

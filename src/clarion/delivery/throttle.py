@@ -307,12 +307,10 @@ class SlotLedger:
         self._fresh: deque[tuple[float, _Run]] = deque()  # due and unused, at most on_time ago: regular
         self._stale: deque[tuple[float, _Run]] = deque()  # due and unused, longer ago: for catch-ups
         self._last_catch_up = -math.inf  # local time
-        self._started = 0
-        self._due = 0
+        self._surplus = 0  # starts so far less slots due so far
         self._counting: deque[float] = deque()  # when due slots begin to count against the balance
-        self._balance = 0
-        self._marked = -math.inf  # the time of the latest change of the balance
-        self._history: deque[tuple[float, int]] = deque([(-math.inf, 0)])  # (since, balance), last window
+        # (since, balance), the last window; its last entry is the balance now and the time of its latest change.
+        self._history: deque[tuple[float, int]] = deque([(-math.inf, 0)])
         self._lows: deque[tuple[float, int]] = deque()  # its running minima (a sliding-window minimum)
 
     def add(self, reservation: Reservation) -> None:
@@ -332,12 +330,12 @@ class SlotLedger:
         return self.not_due + len(self._fresh) + len(self._stale)
 
     def _mark(self, at: float, change: int) -> None:
-        self._balance += change
-        at = self._marked = max(at, self._marked)
-        self._history.append((at, self._balance))
-        while self._lows and self._lows[-1][1] >= self._balance:
+        marked, balance = self._history[-1]
+        at, balance = max(at, marked), balance + change
+        self._history.append((at, balance))
+        while self._lows and self._lows[-1][1] >= balance:
             self._lows.pop()
-        self._lows.append((at, self._balance))
+        self._lows.append((at, balance))
 
     def _lowest_balance(self, since: float) -> int:
         history, lows = self._history, self._lows
@@ -356,7 +354,7 @@ class SlotLedger:
                 break
             self._fresh.append((slot, run))
             self._counting.append(slot + self.rules.on_time)
-            self._due += 1
+            self._surplus -= 1
             self.not_due -= 1
             self._next += 1
             if self._next == reservation.count:
@@ -376,7 +374,7 @@ class SlotLedger:
         """This sender's starts beyond its slots in the worst window that could hold a start now, that start
         included: it, the pending on-time ones, and the balance now less its lowest point in the last window."""
         lowest = self._lowest_balance(earliest - self.rules.window)
-        return 1 + len(self._fresh) + (self._started - self._due) - lowest
+        return 1 + len(self._fresh) + self._surplus - lowest
 
     def _catch_up_fits(self, earliest: float, local: float) -> bool:
         if not self._stale or local - self._last_catch_up < self.rules.catch_up_spacing:
@@ -404,7 +402,7 @@ class SlotLedger:
             kind = Start.CATCH_UP
         else:
             return None
-        self._started += 1
+        self._surplus += 1
         self._mark(latest, +1)
         return kind
 
@@ -454,11 +452,6 @@ class Throttle:
         self.lead = lead
         self.clock = database_clock(database)
         self.stats = ThrottleStats()
-
-    @property
-    def max_lateness(self) -> float:
-        """The latest a regular start follows its slot."""
-        return self.rules.on_time
 
     async def _reserve(self, count: int) -> Reservation:
         self.stats.reservations += 1

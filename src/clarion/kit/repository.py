@@ -8,12 +8,23 @@ from contextlib import asynccontextmanager
 from typing import Any, ClassVar, Generic, TypeVar
 
 from sqlalchemy import Select, delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.errors import Conflict, NotFound
 
 M = TypeVar("M")
+
+
+def dialect(session: AsyncSession) -> str:
+    """"postgresql" or "sqlite": the database the session talks to."""
+    return session.get_bind().dialect.name
+
+
+def dialect_insert(session: AsyncSession, table: Any) -> Any:
+    """The dialect's INSERT (the one that knows ON CONFLICT): the same SQL on both databases."""
+    return (postgresql.insert if dialect(session) == "postgresql" else sqlite.insert)(table)
 
 
 class TenantRepository(Generic[M]):
@@ -30,11 +41,11 @@ class TenantRepository(Generic[M]):
         stmt = select(self.model) if stmt is None else stmt
         return stmt.where(self.model.tenant_id == self.tenant_id)
 
-    async def find(self, id_: uuid.UUID) -> M | None:
+    async def find(self, id_: uuid.UUID | int) -> M | None:
         result = await self.session.execute(self.scoped().where(self.model.id == id_))
         return result.scalar_one_or_none()
 
-    async def get(self, id_: uuid.UUID, *, for_update: bool = False) -> M:
+    async def get(self, id_: uuid.UUID | int, *, for_update: bool = False) -> M:
         stmt = self.scoped().where(self.model.id == id_)
         if for_update:
             stmt = stmt.with_for_update()

@@ -123,7 +123,7 @@ class _TelegramSandbox:
             body, params = await self._params(request)
         except (ValueError, UnicodeDecodeError):
             return _error(400, "Bad Request: can't parse JSON object")
-        self.control.record(request.method, request.url.path, dict(request.headers), body, params)
+        self.control.record(request, body, params)
         await self.control.pause()
         if request.path_params["token"] != self.bot_token:
             return _error(401, "Unauthorized")

@@ -23,7 +23,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import logging
 import re
 import secrets
 from collections.abc import AsyncIterator, Mapping
@@ -31,7 +30,6 @@ from email.utils import format_datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -40,9 +38,7 @@ from starlette.routing import Route
 from clarion.delivery.channels.twilio.signature import twilio_signature
 from clarion.kit.clock import utcnow
 from clarion.kit.sms import sms_segments
-from clarion.sandbox.control import SandboxControl
-
-logger = logging.getLogger("clarion.sandbox.twilio")
+from clarion.sandbox.control import Callbacks, SandboxControl
 
 API = "/2010-04-01/Accounts"
 DEFAULT_ACCOUNT_SID = "AC" + "5ad0b0c5" * 4
@@ -51,8 +47,6 @@ DEFAULT_NUMBER = "+15005550006"  # Twilio's magic "valid, SMS-capable From" test
 MAX_BODY = 1600
 # Pause between the status callbacks of one message: statuses arrive in order and a moment apart, as at Twilio.
 CALLBACK_STEP_SECONDS = 0.05
-# Status callbacks posted at once; more would queue in httpx's pool, whose scheduling cost grows with its queue.
-CALLBACKS_IN_FLIGHT = 8
 
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _SHORT_CODE = re.compile(r"^\d{5,6}$")
@@ -132,9 +126,7 @@ class _Sandbox:
         self.numbers = numbers
         self.messaging_services = messaging_services
         self.messages: dict[str, dict[str, Any]] = {}
-        self._callbacks: set[asyncio.Task[None]] = set()
-        self._http: httpx.AsyncClient | None = None
-        self._in_flight = asyncio.Semaphore(CALLBACKS_IN_FLIGHT)
+        self.callbacks = Callbacks("twilio")
 
     def _authenticated(self, request: Request) -> bool:
         scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
@@ -157,7 +149,7 @@ class _Sandbox:
     async def send(self, request: Request) -> Response:
         body = await request.body()
         form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
-        self.control.record(request.method, request.url.path, dict(request.headers), body, form)
+        self.control.record(request, body, form)
         await self.control.pause()
         refused = self._gate(request)
         if refused is not None:
@@ -193,9 +185,7 @@ class _Sandbox:
         self.messages[message["sid"]] = message
         target = callback or self.control.webhook_url
         if target:
-            task = asyncio.get_running_loop().create_task(self._post_statuses(target, message))
-            self._callbacks.add(task)
-            task.add_done_callback(self._callbacks.discard)
+            self.callbacks.start(self._post_statuses(target, message))
         return JSONResponse(message, status_code=201)
 
     def _message(self, to: str, sender: str | None, service: str | None, text: str) -> dict[str, Any]:
@@ -212,19 +202,13 @@ class _Sandbox:
         }
 
     async def _post_statuses(self, url: str, message: dict[str, Any]) -> None:
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=10.0)
         for status in ("queued", "sent", "delivered"):
             await asyncio.sleep(self.status_step_seconds)
             message["status"] = status
             headers, body = status_callback(url, account_sid=self.account_sid, auth_token=self.auth_token,
                                             message_sid=message["sid"], status=status, to=message["to"],
                                             sender=message["from"] or DEFAULT_NUMBER)
-            try:
-                async with self._in_flight:
-                    await self._http.post(url, headers=headers, content=body)
-            except httpx.HTTPError as exc:  # Twilio does not retry a failed status callback either
-                logger.warning("twilio sandbox: status callback to %s failed: %s", url, exc)
+            await self.callbacks.post(url, headers, body)  # Twilio goes on to the next status after a failure too
 
     async def fetch(self, request: Request) -> Response:
         refused = self._gate(request)
@@ -236,7 +220,7 @@ class _Sandbox:
         return JSONResponse(message)
 
     async def account(self, request: Request) -> Response:
-        self.control.record(request.method, request.url.path, dict(request.headers), b"", None)
+        self.control.record(request)
         refused = self._gate(request)
         if refused is not None:
             return refused
@@ -245,8 +229,7 @@ class _Sandbox:
                              "uri": f"{API}/{self.account_sid}.json"})
 
     async def numbers_list(self, request: Request) -> Response:
-        self.control.record(request.method, request.url.path, dict(request.headers), b"",
-                            dict(request.query_params))
+        self.control.record(request, data=dict(request.query_params))
         refused = self._gate(request)
         if refused is not None:
             return refused
@@ -257,11 +240,7 @@ class _Sandbox:
              "capabilities": {"sms": True, "mms": True, "voice": True}} for n in numbers]})
 
     async def close(self) -> None:
-        for task in list(self._callbacks):
-            task.cancel()
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        await self.callbacks.close()
 
 
 def create_app(control: SandboxControl, *, account_sid: str = DEFAULT_ACCOUNT_SID,

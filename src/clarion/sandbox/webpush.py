@@ -18,7 +18,6 @@ Push has no delivery receipts Clarion uses, so no callbacks are posted.
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import secrets
@@ -36,6 +35,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from clarion.delivery.channels.webpush.keys import b64url
 from clarion.sandbox.control import SandboxControl
 
 MAX_BODY = 4096
@@ -44,10 +44,6 @@ RETRY_AFTER_SECONDS = 7
 URGENCIES = ("very-low", "low", "normal", "high")
 MORE_INFO = "http://autopush.readthedocs.io/en/latest/http.html#error-codes"
 _SUBJECT = re.compile(r"^(mailto:[^@\s]+@[^@\s]+|https://\S+)$")
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
 @dataclass
@@ -63,12 +59,12 @@ class BrowserSubscription:
 
     @property
     def p256dh(self) -> str:
-        return _b64(self.private_key.public_key().public_bytes(serialization.Encoding.X962,
+        return b64url(self.private_key.public_key().public_bytes(serialization.Encoding.X962,
                                                                serialization.PublicFormat.UncompressedPoint))
 
     @property
     def auth(self) -> str:
-        return _b64(self.auth_secret)
+        return b64url(self.auth_secret)
 
     def to_json(self) -> dict[str, Any]:
         """PushSubscription.toJSON(): what a site's script posts to its server."""
@@ -138,7 +134,7 @@ class _WebPushSandbox:
 
     async def push(self, request: Request) -> Response:
         body = await request.body()
-        self.control.record(request.method, request.url.path, dict(request.headers), body, None)
+        self.control.record(request, body)
         await self.control.pause()
         subscription = self.service.subscriptions.get(request.path_params["sid"])
         if subscription is None:

@@ -12,23 +12,19 @@ import base64
 import hashlib
 import hmac
 import json
-import logging
 import re
 import secrets
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from clarion.sandbox.control import SandboxControl
-
-logger = logging.getLogger("clarion.sandbox.whatsapp")
+from clarion.sandbox.control import Callbacks, SandboxControl
 
 _VERSION = re.compile(r"^v[0-9]{1,3}\.[0-9]{1,3}$")
 _TEXT_LIMIT = 4096
@@ -182,20 +178,13 @@ class _Rejected(Exception):
         self.response = response
 
 
-# Status webhooks posted at once. Any more would wait in httpx's connection pool, whose scheduling cost grows with
-# its queue: a demo's 250 messages × 3 statuses spent most of the process's CPU there, starving the app posted to.
-CALLBACKS_IN_FLIGHT = 8
+class _Callbacks(Callbacks):
+    """Status webhooks on their way, and (payload, HTTP status answered) of each delivered."""
 
-
-@dataclass
-class _Callbacks:
-    """Status webhooks on their way: tasks kept referenced until done, one client shared while any runs."""
-
-    delay_seconds: float
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    delivered: list[tuple[dict[str, Any], int]] = field(default_factory=list)
-    client: httpx.AsyncClient | None = None
-    in_flight: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(CALLBACKS_IN_FLIGHT))
+    def __init__(self, delay_seconds: float) -> None:
+        super().__init__("whatsapp")
+        self.delay_seconds = delay_seconds
+        self.delivered: list[tuple[dict[str, Any], int]] = []
 
 
 def create_app(control: SandboxControl, account: SandboxAccount | None = None, *,
@@ -224,8 +213,7 @@ def create_app(control: SandboxControl, account: SandboxAccount | None = None, *
 
     async def phone_number(request: Request) -> Response:
         body = await request.body()
-        control.record(request.method, request.url.path, dict(request.headers), body,
-                       dict(request.query_params))
+        control.record(request, body, dict(request.query_params))
         await control.pause()
         try:
             authorise(request, request.path_params["phone_number_id"], request.path_params["version"])
@@ -243,7 +231,7 @@ def create_app(control: SandboxControl, account: SandboxAccount | None = None, *
             data: Any = json.loads(body) if body else None
         except (UnicodeDecodeError, json.JSONDecodeError):
             data = None
-        control.record(request.method, request.url.path, dict(request.headers), body, data)
+        control.record(request, body, data)
         await control.pause()
         try:
             authorise(request, request.path_params["phone_number_id"], request.path_params["version"])
@@ -258,7 +246,8 @@ def create_app(control: SandboxControl, account: SandboxAccount | None = None, *
         wamid = new_wamid(to)
         if control.webhook_url:
             final = ("failed",) if failure == "opt_out" else ("sent", "delivered", "read")
-            _schedule(callbacks, control, account, wamid, to, data.get("biz_opaque_callback_data"), final)
+            callbacks.start(_deliver(callbacks, control, account, wamid, to, data.get("biz_opaque_callback_data"),
+                                     final))
         message: dict[str, Any] = {"id": wamid}
         if kind == "template":
             message["message_status"] = "accepted"
@@ -327,21 +316,6 @@ def _validate_template(template: Any, approved: Mapping[str, set[str]] | None) -
                                     details=f"template name ({name}) does not exist in {code}"))
 
 
-def _schedule(callbacks: _Callbacks, control: SandboxControl, account: SandboxAccount, wamid: str,
-              recipient_id: str, ref: str | None, statuses: tuple[str, ...]) -> None:
-    task = asyncio.get_running_loop().create_task(
-        _deliver(callbacks, control, account, wamid, recipient_id, ref, statuses))
-    callbacks.tasks.add(task)
-    task.add_done_callback(lambda done: _finished(callbacks, done))
-
-
-def _finished(callbacks: _Callbacks, task: asyncio.Task[None]) -> None:
-    callbacks.tasks.discard(task)
-    if not callbacks.tasks and callbacks.client is not None:
-        client, callbacks.client = callbacks.client, None
-        asyncio.get_running_loop().create_task(client.aclose())
-
-
 async def _deliver(callbacks: _Callbacks, control: SandboxControl, account: SandboxAccount, wamid: str,
                    recipient_id: str, ref: str | None, statuses: tuple[str, ...]) -> None:
     for status in statuses:
@@ -351,21 +325,14 @@ async def _deliver(callbacks: _Callbacks, control: SandboxControl, account: Sand
             return
         payload = status_payload(account, wamid, status, recipient_id=recipient_id, ref=ref,
                                  error_code=131050 if status == "failed" else None)
-        headers, body = signed_call(payload, account.app_secret)
-        if callbacks.client is None:
-            callbacks.client = httpx.AsyncClient(timeout=10.0, limits=httpx.Limits(max_connections=20))
-        try:
-            async with callbacks.in_flight:
-                response = await callbacks.client.post(url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
-            logger.warning("whatsapp sandbox: status callback to %s failed: %s", url, exc)
+        answered = await callbacks.post(url, *signed_call(payload, account.app_secret))
+        if answered is None:
             return
-        callbacks.delivered.append((payload, response.status_code))
+        callbacks.delivered.append((payload, answered))
 
 
 async def settle(app: Starlette) -> list[tuple[dict[str, Any], int]]:
     """Wait for every status callback under way; (payload, HTTP status answered) of each delivered so far."""
     callbacks: _Callbacks = app.state.callbacks
-    while callbacks.tasks:
-        await asyncio.gather(*list(callbacks.tasks), return_exceptions=True)
+    await callbacks.settle()
     return list(callbacks.delivered)

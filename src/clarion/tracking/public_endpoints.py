@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from sqlalchemy.exc import OperationalError
+from starlette._utils import get_route_path  # the router's own (FastAPI imports it too)
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -45,13 +46,12 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 router = APIRouter(prefix="/t", tags=["tracking"], lifespan=_lifespan)
 
-_GIF_HEADERS = [(b"content-type", b"image/gif"), (b"content-length", str(len(PIXEL_GIF)).encode()),
-                *((k.lower().encode(), v.encode()) for k, v in NO_STORE.items())]
+_NO_STORE_RAW = [(k.lower().encode(), v.encode()) for k, v in NO_STORE.items()]
+_GIF_HEADERS = [(b"content-type", b"image/gif"), (b"content-length", str(len(PIXEL_GIF)).encode()), *_NO_STORE_RAW]
 _NOT_FOUND_BODY = b"link not found"
 _NOT_FOUND_HEADERS = [(b"content-type", b"text/plain; charset=utf-8"),
-                      (b"content-length", str(len(_NOT_FOUND_BODY)).encode()),
-                      *((k.lower().encode(), v.encode()) for k, v in NO_STORE.items())]
-_REDIRECT_HEADERS = [(b"content-length", b"0"), *((k.lower().encode(), v.encode()) for k, v in NO_STORE.items())]
+                      (b"content-length", str(len(_NOT_FOUND_BODY)).encode()), *_NO_STORE_RAW]
+_REDIRECT_HEADERS = [(b"content-length", b"0"), *_NO_STORE_RAW]
 
 
 def _facts(request: Request) -> RequestFacts:
@@ -90,8 +90,7 @@ async def _open_pixel(app: Any, scope: Scope, token: str, send: Send) -> None:
         recorder = recorder_for(app)
         if not recorder.offer(hit):
             await recorder.add(hit)
-    await send({"type": "http.response.start", "status": 200, "headers": _GIF_HEADERS})
-    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else PIXEL_GIF})
+    await _answer(scope, send, 200, _GIF_HEADERS, PIXEL_GIF)
 
 
 async def _click(app: Any, scope: Scope, token: str, send: Send) -> None:
@@ -105,36 +104,30 @@ async def _click(app: Any, scope: Scope, token: str, send: Send) -> None:
             await _database_unavailable(scope, send)
             return
     if target is None:
-        await send({"type": "http.response.start", "status": 404, "headers": _NOT_FOUND_HEADERS})
-        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else _NOT_FOUND_BODY})
+        await _answer(scope, send, 404, _NOT_FOUND_HEADERS, _NOT_FOUND_BODY)
         return
     hit = TrackedHit("click", target.recipient_id, _scope_facts(scope), utcnow(), link_id=target.link_id,
                      url=target.url)
     recorder = recorder_for(app)
     if not recorder.offer(hit):
         await recorder.add(hit)
-    await send({"type": "http.response.start", "status": 302,
-                "headers": [(b"location", target.url.encode()), *_REDIRECT_HEADERS]})
-    await send({"type": "http.response.body", "body": b""})
+    await _answer(scope, send, 302, [(b"location", target.url.encode()), *_REDIRECT_HEADERS])
 
 
 async def _database_unavailable(scope: Scope, send: Send) -> None:
     response = problem(503, "the link cannot be looked up right now; try again in a moment",
                        code="database_unreachable", instance=scope["path"], headers={"Retry-After": "1", **NO_STORE})
-    await send({"type": "http.response.start", "status": 503, "headers": response.raw_headers})
-    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else response.body})
+    await _answer(scope, send, 503, response.raw_headers, response.body)
+
+
+async def _answer(scope: Scope, send: Send, status: int, headers: list[tuple[bytes, bytes]],
+                  body: bytes = b"") -> None:
+    """Send a whole response; a HEAD gets the headers only."""
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
 
 
 _OPEN_PREFIX, _CLICK_PREFIX, _GIF = "/t/o/", "/t/c/", ".gif"
-
-
-def _route_path(scope: Scope) -> str:
-    """The path below the app's mount point (as Starlette's router sees it)."""
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    if root and path.startswith(root) and path[len(root):len(root) + 1] == "/":
-        return path[len(root):]
-    return path
 
 
 async def serve_fast(app: Any, scope: Scope, send: Send) -> bool:
@@ -146,7 +139,7 @@ async def serve_fast(app: Any, scope: Scope, send: Send) -> bool:
     """
     if scope["method"] not in ("GET", "HEAD"):
         return False
-    path = _route_path(scope)
+    path = get_route_path(scope)  # below the app's mount point, exactly as the router sees it
     if path.startswith(_OPEN_PREFIX):
         if not path.endswith(_GIF):
             return False

@@ -9,18 +9,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clarion.kit.repository import TenantRepository
+from clarion.kit.repository import TenantRepository, dialect_insert
 from clarion.models import BounceRecord, CampaignRecipient, Conversion, TrackingClient
-
-
-def _insert(session: AsyncSession, table: Any) -> Any:
-    """The dialect's INSERT, which knows ON CONFLICT DO NOTHING; the one dialect switch of this domain."""
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
 
 
 class SeenClients:
@@ -45,7 +37,7 @@ class SeenClients:
         values = [{"tenant_id": t, "contact_id": c, "client_key": k, "first_seen_at": at} for t, c, k, at in rows]
         if not values:
             return
-        stmt = _insert(self.session, TrackingClient.__table__).on_conflict_do_nothing(
+        stmt = dialect_insert(self.session, TrackingClient.__table__).on_conflict_do_nothing(
             index_elements=["contact_id", "client_key"])
         await self.session.execute(stmt, values)
 
@@ -60,7 +52,7 @@ class ConversionRepo(TenantRepository[Conversion]):
 
     async def insert_once(self, values: dict[str, Any]) -> int | None:
         """Insert the conversion unless its idempotency key is taken; its id, or None when it was a replay."""
-        stmt = (_insert(self.session, Conversion.__table__)
+        stmt = (dialect_insert(self.session, Conversion.__table__)
                 .values(tenant_id=self.tenant_id, **values)
                 .on_conflict_do_nothing(index_elements=["tenant_id", "idempotency_key"])
                 .returning(Conversion.__table__.c.id))

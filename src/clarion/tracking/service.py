@@ -194,18 +194,13 @@ def _mask(address: str | None) -> str | None:
     return f"{'•' * max(1, len(address) - 4)}{address[-4:]}"
 
 
-async def _subscription_status(session: AsyncSession, tenant_id: uuid.UUID, contact_id: uuid.UUID,
-                               channel: str) -> str | None:
-    return await audience.subscription_status(session, tenant_id, contact_id, channel)
-
-
 async def unsubscribe_view(session: AsyncSession, recipient_id: int) -> UnsubscribeView | None:
     ref = await sending.get_recipient_ref(session, recipient_id)
     if ref is None:
         return None
     status = None
     if ref.contact_id is not None:
-        status = await _subscription_status(session, ref.tenant_id, ref.contact_id, ref.channel)
+        status = await audience.subscription_status(session, ref.tenant_id, ref.contact_id, ref.channel)
     return UnsubscribeView(ref.channel, _mask(ref.email if ref.channel == "email" else ref.phone),
                            already=status is not None and status != "subscribed")
 
@@ -219,7 +214,7 @@ async def unsubscribe(session: AsyncSession, recipient_id: int, *, occurred_at: 
         return None
     if ref.contact_id is None:
         return False
-    status = await _subscription_status(session, ref.tenant_id, ref.contact_id, ref.channel)
+    status = await audience.subscription_status(session, ref.tenant_id, ref.contact_id, ref.channel)
     if status is not None and status != "subscribed":
         return False
     await audience.set_subscription(session, ref.tenant_id, ref.contact_id, ref.channel, "unsubscribed",
@@ -317,7 +312,7 @@ async def _recipient_for_message(session: AsyncSession, message_id: str | None) 
 
 async def _mark_address_bounced(session: AsyncSession, tenant_id: uuid.UUID, contact_id: uuid.UUID) -> bool:
     """Email consent → bounced, unless the contact already chose to leave (that choice is kept)."""
-    status = await _subscription_status(session, tenant_id, contact_id, "email")
+    status = await audience.subscription_status(session, tenant_id, contact_id, "email")
     if status in ("bounced", "unsubscribed", "complained"):
         return False
     await audience.set_subscription(session, tenant_id, contact_id, "email", "bounced", "bounce")

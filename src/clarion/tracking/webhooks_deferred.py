@@ -22,7 +22,6 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.delivery.channels.base import StatusUpdate
-from clarion.errors import NotFound
 from clarion.kit.clock import utcnow
 from clarion.tracking import webhooks_apply
 from clarion.tracking.webhooks_apply import AccountFacts
@@ -87,9 +86,8 @@ async def _log_round(session: AsyncSession, tenant_id: uuid.UUID, call_id: int, 
     """The call's outcome gains "later": the counts of its deferred statuses' rounds, summed ("deferred": how many
     still wait), and the message ids that stayed unknown."""
     calls = WebhookCallRepo(session, tenant_id)
-    try:
-        call = await calls.get_call(call_id)
-    except NotFound:
+    call = await calls.find(call_id)
+    if call is None:
         return  # purged past its retention: the job's own row still tells
     outcome = dict(call.outcome or {})
     later = dict(outcome.get("later") or {})

@@ -8,11 +8,9 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clarion.errors import NotFound
 from clarion.kit.pagination import PageRows, keyset_page
-from clarion.kit.repository import TenantRepository
+from clarion.kit.repository import TenantRepository, dialect_insert
 from clarion.models import WebhookCall
-from clarion.tracking.repository import _insert  # the domain's one dialect switch
 
 PURGE_CHUNK = 5000  # rows per DELETE: a big backlog is removed without one long lock
 
@@ -24,7 +22,7 @@ class WebhookCallRepo(TenantRepository[WebhookCall]):
     async def insert_once(self, values: dict[str, Any]) -> int | None:
         """Log the call unless this account already logged the same bytes; its id, or None for a replay. A
         concurrent identical call waits on the unique key (PostgreSQL) or the write lock (SQLite) and sees None."""
-        stmt = (_insert(self.session, WebhookCall.__table__)
+        stmt = (dialect_insert(self.session, WebhookCall.__table__)
                 .values(tenant_id=self.tenant_id, **values)
                 .on_conflict_do_nothing(index_elements=["channel_config_id", "body_sha256"])
                 .returning(WebhookCall.__table__.c.id))
@@ -42,13 +40,6 @@ class WebhookCallRepo(TenantRepository[WebhookCall]):
         # Newest first: ids grow with arrival.
         return await keyset_page(self.session, stmt, WebhookCall.id, limit=limit, cursor=cursor, descending=True,
                                  key_type=int)
-
-    async def get_call(self, call_id: int) -> WebhookCall:
-        stmt = self.scoped().where(WebhookCall.id == call_id)
-        found = (await self.session.execute(stmt)).scalar_one_or_none()
-        if found is None:
-            raise NotFound(f"webhook call {call_id} not found")
-        return found
 
 
 async def purge_received_before(session: AsyncSession, cutoff: datetime, *, chunk: int = PURGE_CHUNK) -> int:

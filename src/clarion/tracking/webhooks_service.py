@@ -19,7 +19,7 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -221,10 +221,9 @@ async def list_calls(session: AsyncSession, tenant_id: uuid.UUID, *, provider: s
 
 
 async def get_call(session: AsyncSession, tenant_id: uuid.UUID, call_id: int) -> WebhookCall:
-    return await WebhookCallRepo(session, tenant_id).get_call(call_id)
+    return await WebhookCallRepo(session, tenant_id).get(call_id)
 
 
-async def purge_calls(session: AsyncSession, *, retention_days: int, now: datetime | None = None) -> int:
+async def purge_calls(session: AsyncSession, *, retention_days: int) -> int:
     """Forget calls older than the retention (every tenant's: the worker's singleton tick)."""
-    cutoff = (now or utcnow()) - timedelta(days=retention_days)
-    return await purge_received_before(session, cutoff)
+    return await purge_received_before(session, utcnow() - timedelta(days=retention_days))

@@ -14,9 +14,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, String, case, delete, literal, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from clarion.kit.repository import dialect, dialect_insert
 from clarion.models.jobs import Job, WorkerTick
 
 RUNNABLE_STATUSES = ("queued", "failed")
@@ -36,22 +36,14 @@ class ClaimedJob:
     tenant_id: uuid.UUID | None
 
 
-def _dialect(session: AsyncSession) -> str:
-    return session.get_bind().dialect.name
-
-
 def _skip_locked(session: AsyncSession, stmt: Select[Any]) -> Select[Any]:
     """Row locks that other claimers step over; a no-op on SQLite, where the database lock serialises claims."""
-    return stmt.with_for_update(skip_locked=True) if _dialect(session) == "postgresql" else stmt
-
-
-def _insert(session: AsyncSession, table: Any) -> Any:
-    return (postgresql.insert if _dialect(session) == "postgresql" else sqlite.insert)(table)
+    return stmt.with_for_update(skip_locked=True) if dialect(session) == "postgresql" else stmt
 
 
 async def insert_job(session: AsyncSession, values: dict[str, Any]) -> int | None:
     """The new job's id, or None when an unfinished job with the same (name, dedupe_key) already exists."""
-    stmt = _insert(session, Job).values(**values)
+    stmt = dialect_insert(session, Job).values(**values)
     if values.get("dedupe_key") is not None:
         # The conflict target names the partial unique index, so its WHERE must be repeated verbatim.
         stmt = stmt.on_conflict_do_nothing(
@@ -161,7 +153,7 @@ async def ensure_ticks(session: AsyncSession, names: list[str], *, now: datetime
     """A row per singleton tick, due at once when new; existing rows keep their schedule across restarts."""
     if not names:
         return
-    stmt = _insert(session, WorkerTick).values([{"name": name, "next_run_at": now} for name in names])
+    stmt = dialect_insert(session, WorkerTick).values([{"name": name, "next_run_at": now} for name in names])
     await session.execute(stmt.on_conflict_do_nothing(index_elements=[WorkerTick.name]))
 
 
