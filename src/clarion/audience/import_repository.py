@@ -30,7 +30,7 @@ from clarion.audience.import_validation import (
     TIMEZONE,
 )
 from clarion.kit.ids import new_id_hexes
-from clarion.kit.repository import TenantRepository
+from clarion.kit.repository import TenantRepository, in_chunks
 from clarion.models import Contact
 
 _CONTACT_COLUMNS = ("id", "tenant_id", "email", "phone", "first_name", "last_name", "locale", "timezone",
@@ -200,20 +200,20 @@ class ContactImportRepo(TenantRepository[Contact]):
         # every single-row UPDATE clear of the unique constraints, whatever order the rows are applied in.
         for column, flag in (("email", "email_changed"), ("phone", "phone_changed")):
             moved = [{"b_id": c.id} for c in contacts if getattr(c, flag)]
-            for start in range(0, len(moved), _BATCH):
-                await self.session.execute(update(table).where(*scoped).values({column: None}),
-                                           moved[start:start + _BATCH])
+            for chunk in in_chunks(moved, _BATCH):
+                await self.session.execute(update(table).where(*scoped).values({column: None}), chunk)
         stmt = update(table).where(*scoped).values(
             email=bindparam("b_email"), phone=bindparam("b_phone"), first_name=bindparam("b_first_name"),
             last_name=bindparam("b_last_name"), locale=bindparam("b_locale"), timezone=bindparam("b_timezone"),
             attributes=bindparam("b_attributes", type_=table.c.attributes.type),
-            tags=bindparam("b_tags", type_=table.c.tags.type), updated_at=bindparam("b_updated_at", type_=table.c.updated_at.type),
+            tags=bindparam("b_tags", type_=table.c.tags.type),
+            updated_at=bindparam("b_updated_at", type_=table.c.updated_at.type),
         )
         params = [{"b_id": c.id, "b_email": c.email, "b_phone": c.phone, "b_first_name": c.first_name,
                    "b_last_name": c.last_name, "b_locale": c.locale, "b_timezone": c.timezone,
                    "b_attributes": c.attributes, "b_tags": c.tags, "b_updated_at": now} for c in contacts]
-        for start in range(0, len(params), _BATCH):
-            await self.session.execute(stmt, params[start:start + _BATCH])
+        for chunk in in_chunks(params, _BATCH):
+            await self.session.execute(stmt, chunk)
 
     def _serialised_rows(self, contacts: Sequence[NewRow | PlannedContact], tenant: Any, stamp: Any,
                          source: str) -> list[tuple[Any, ...]]:

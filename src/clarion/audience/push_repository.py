@@ -10,10 +10,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, delete, exists, select, update
 
 from clarion.kit.pagination import PageRows, keyset_page
-from clarion.kit.repository import TenantRepository
+from clarion.kit.repository import TenantRepository, in_chunks
 from clarion.models import Contact, PushSubscription
-
-_CHUNK = 1000  # values per statement: stays under SQLite's bound-parameter limit
 
 
 def has_push_subscription() -> Any:
@@ -41,18 +39,17 @@ class PushSubscriptionRepo(TenantRepository[PushSubscription]):
         columns = (PushSubscription.contact_id, PushSubscription.endpoint, PushSubscription.p256dh,
                    PushSubscription.auth)
         found: list[tuple[uuid.UUID, str, str, str]] = []
-        for start in range(0, len(contact_ids), _CHUNK):
+        for chunk in in_chunks(contact_ids):
             stmt = (self.scoped(select(*columns))
-                    .where(PushSubscription.contact_id.in_(contact_ids[start:start + _CHUNK]))
+                    .where(PushSubscription.contact_id.in_(chunk))
                     .order_by(PushSubscription.contact_id, PushSubscription.id))
             found.extend(tuple(row) for row in (await self.session.execute(stmt)).all())  # type: ignore[misc]
         return found
 
     def _with_endpoints(self, endpoints: list[str]) -> Iterator[ColumnElement[bool]]:
-        """This tenant's subscriptions with one of `endpoints`: one condition per _CHUNK of them."""
-        for start in range(0, len(endpoints), _CHUNK):
-            yield and_(PushSubscription.tenant_id == self.tenant_id,
-                       PushSubscription.endpoint.in_(endpoints[start:start + _CHUNK]))
+        """This tenant's subscriptions with one of `endpoints`: one condition per chunk of them."""
+        for chunk in in_chunks(endpoints):
+            yield and_(PushSubscription.tenant_id == self.tenant_id, PushSubscription.endpoint.in_(chunk))
 
     async def remove_endpoints(self, endpoints: list[str]) -> int:
         removed = 0

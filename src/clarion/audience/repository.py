@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import and_, exists, func, literal, not_, or_, select, update
 
 from clarion.kit.pagination import PageRows, keyset_page
-from clarion.kit.repository import TenantRepository, dialect_insert
+from clarion.kit.repository import TenantRepository, dialect_insert, in_chunks
 from clarion.kit.sqljson import json_array_contains, like_escape
 from clarion.models import Contact, ContactSubscription
 from clarion.models.audience import CHANNEL_BITS
@@ -88,8 +88,7 @@ class ContactRepo(TenantRepository[Contact]):
         columns = (Contact.id, Contact.email, Contact.phone, Contact.telegram_chat_id, Contact.first_name,
                    Contact.last_name, Contact.locale, Contact.timezone, Contact.tags, Contact.attributes)
         rows: list[dict[str, Any]] = []
-        for start in range(0, len(ids), 1000):  # stays under SQLite's bound-parameter limit
-            chunk = ids[start:start + 1000]
+        for chunk in in_chunks(ids):
             result = await self.session.execute(self.scoped(select(*columns)).where(Contact.id.in_(chunk)))
             rows.extend(dict(row._mapping) for row in result)
         return rows
@@ -101,12 +100,12 @@ class ContactRepo(TenantRepository[Contact]):
         Returns the ids whose consent changed."""
         table = ContactSubscription.__table__
         changed: list[uuid.UUID] = []
-        for start in range(0, len(ids), 1000):  # stays under SQLite's bound-parameter limit
+        for chunk in in_chunks(ids):
             chosen = self.scoped(select(Contact.tenant_id, Contact.id, literal(channel), literal("unsubscribed"),
                                         literal(at, type_=table.c.changed_at.type), literal(source)))
-            chosen = chosen.where(Contact.id.in_(ids[start:start + 1000]))
-            stmt = dialect_insert(self.session, table).from_select(["tenant_id", "contact_id", "channel", "status", "changed_at", "source"],
-                                      chosen)
+            chosen = chosen.where(Contact.id.in_(chunk))
+            stmt = dialect_insert(self.session, table).from_select(
+                ["tenant_id", "contact_id", "channel", "status", "changed_at", "source"], chosen)
             stmt = stmt.on_conflict_do_update(
                 index_elements=["contact_id", "channel"],
                 set_={"status": stmt.excluded.status, "changed_at": stmt.excluded.changed_at,
@@ -119,8 +118,7 @@ class ContactRepo(TenantRepository[Contact]):
     async def ids_by(self, column: Any, values: list[str]) -> dict[str, uuid.UUID]:
         """Map each given email (or phone) to its contact id; unknown values are simply absent."""
         found: dict[str, uuid.UUID] = {}
-        for start in range(0, len(values), 1000):  # stays under SQLite's bound-parameter limit
-            chunk = values[start:start + 1000]
+        for chunk in in_chunks(values):
             rows = await self.session.execute(self.scoped(select(column, Contact.id)).where(column.in_(chunk)))
             found.update({value: id_ for value, id_ in rows.all()})
         return found

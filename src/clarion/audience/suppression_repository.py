@@ -10,7 +10,7 @@ from sqlalchemy import exists, false, func
 
 from clarion.kit.ids import new_id
 from clarion.kit.pagination import PageRows, keyset_page
-from clarion.kit.repository import TenantRepository, dialect_insert
+from clarion.kit.repository import TenantRepository, dialect_insert, in_chunks
 from clarion.kit.sqljson import like_escape
 from clarion.models import Contact, Suppression
 
@@ -18,7 +18,6 @@ from clarion.models import Contact, Suppression
 CONTACT_ADDRESS = {"email": Contact.email, "sms": Contact.phone, "whatsapp": Contact.phone,
                    "telegram": Contact.telegram_chat_id}
 
-_CHUNK = 1000  # rows per statement: stays under SQLite's bound-parameter limit
 
 
 def address_suppressed(channel: str) -> Any:
@@ -46,10 +45,10 @@ class SuppressionRepo(TenantRepository[Suppression]):
                              at: datetime) -> int:
         """Add the addresses not yet on the list (multi-row INSERT, duplicates ignored); returns how many."""
         added = 0
-        for start in range(0, len(addresses), _CHUNK):
+        for chunk in in_chunks(addresses):
             rows = [{"id": new_id(), "tenant_id": self.tenant_id, "channel": channel, "address": address,
                      "reason": reason, "note": note, "created_at": at}
-                    for address in addresses[start:start + _CHUNK]]
+                    for address in chunk]
             stmt = (self._insert().values(rows)
                     .on_conflict_do_nothing(index_elements=["tenant_id", "channel", "address"]))
             result = await self.session.execute(stmt, execution_options={"preserve_rowcount": True})
@@ -58,9 +57,8 @@ class SuppressionRepo(TenantRepository[Suppression]):
 
     async def of_addresses(self, channel: str, addresses: list[str]) -> list[Suppression]:
         found: list[Suppression] = []
-        for start in range(0, len(addresses), _CHUNK):
-            stmt = self.scoped().where(Suppression.channel == channel,
-                                       Suppression.address.in_(addresses[start:start + _CHUNK]))
+        for chunk in in_chunks(addresses):
+            stmt = self.scoped().where(Suppression.channel == channel, Suppression.address.in_(chunk))
             found.extend((await self.session.execute(stmt)).scalars().all())
         return found
 

@@ -15,10 +15,10 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.campaign.sending_repository import _REF_COLUMNS  # one row shape for every recipient look-up
+from clarion.kit.repository import in_chunks
 from clarion.models import Campaign, CampaignRecipient
 
 R = CampaignRecipient
-_CHUNK = 1000  # values per IN list: well under SQLite's bound-parameter limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,11 +35,11 @@ async def _reported(session: AsyncSession, tenant_id: uuid.UUID, column: Any,
                     values: list[Any]) -> list[tuple[Any, ...]]:
     """Rows of the recipient reference (campaign.sending.RecipientRef: the same columns as its own look-ups)."""
     found: list[tuple[Any, ...]] = []
-    for at in range(0, len(values), _CHUNK):
+    for chunk in in_chunks(values):
         # (tenant_id, provider_message_id) or the primary key answers it. No ORDER BY: SQLite would rather walk
         # the tenant's whole ix_..._tenant_id (rows come out in id order) than sort the few rows found.
         stmt = (select(*_REF_COLUMNS).join(Campaign, Campaign.id == R.campaign_id)
-                .where(R.tenant_id == tenant_id, column.in_(values[at:at + _CHUNK])))
+                .where(R.tenant_id == tenant_id, column.in_(chunk)))
         found.extend(tuple(row) for row in (await session.execute(stmt)).all())
     return sorted(found, key=lambda row: row[0])
 

@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 
 from clarion.kit.pagination import PageRows, keyset_page
-from clarion.kit.repository import TenantRepository, dialect_insert
+from clarion.kit.repository import TenantRepository, dialect_insert, in_chunks
 from clarion.kit.sqljson import like_escape
 from clarion.kit.types import UTCDateTime
 from clarion.models import Campaign, CampaignEvent, CampaignRecipient, CampaignSendSchedule, Contact
@@ -200,9 +200,9 @@ class PlanningRepo(TenantRepository[CampaignRecipient]):
         ranked = (select(r.id.label("rid"),
                          ((func.row_number().over(order_by=r.id) - 1 + offset) // per_day).label("day_idx"))
                   .where(self._pending(campaign_id)).subquery("ranked"))
-        for start in range(0, len(days), _DAYS_PER_STATEMENT):
+        for chunk in in_chunks(days, _DAYS_PER_STATEMENT):
             table = inline_table("days", [("idx", Integer()), ("send_date", Date()), ("send_after", UTCDateTime())],
-                                 days[start:start + _DAYS_PER_STATEMENT])
+                                 chunk)
             await self.session.execute(
                 update(r).where(r.id == ranked.c.rid, ranked.c.day_idx == table.c.idx)
                 .values(scheduled_send_date=table.c.send_date, send_after=table.c.send_after, updated_at=at)
@@ -219,9 +219,9 @@ class PlanningRepo(TenantRepository[CampaignRecipient]):
     async def set_local_send_after(self, campaign_id: uuid.UUID, instants: list[tuple[date, str, datetime]],
                                    *, at: datetime) -> None:
         r = CampaignRecipient
-        for start in range(0, len(instants), _DAYS_PER_STATEMENT):
+        for chunk in in_chunks(instants, _DAYS_PER_STATEMENT):
             table = inline_table("local", [("send_date", Date()), ("tz", String()), ("send_after", UTCDateTime())],
-                                 instants[start:start + _DAYS_PER_STATEMENT])
+                                 chunk)
             await self.session.execute(
                 update(r).where(self._pending(campaign_id), r.contact_id == Contact.id,
                                 Contact.timezone == table.c.tz, r.scheduled_send_date == table.c.send_date)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -38,7 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from clarion.kit.repository import dialect, dialect_insert
+from clarion.kit.repository import dialect, dialect_insert, in_chunks
 from clarion.kit.types import UTCDateTime
 from clarion.models import (
     Campaign,
@@ -63,7 +63,7 @@ def _locked(session: AsyncSession, stmt: Select[Any]) -> Select[Any]:
     return stmt.with_for_update(of=R) if dialect(session) == "postgresql" else stmt
 
 
-def recipient_id_in(session: AsyncSession, ids: list[int]) -> ColumnElement[bool]:
+def recipient_id_in(session: AsyncSession, ids: Sequence[int]) -> ColumnElement[bool]:
     """R.id IN ids. On PostgreSQL as `= ANY(one array)`: an IN list has one placeholder per id, so each batch
     size is different SQL and psycopg's prepared-statement cache never hits (measured in the send pipeline's
     profile: 2–6% of the sending process's time)."""
@@ -270,8 +270,8 @@ async def lock_recipients(session: AsyncSession, ids: set[int]) -> list[dict[str
         await take_write_lock(session)
     ordered = sorted(ids)
     found: list[dict[str, Any]] = []
-    for at in range(0, len(ordered), _CHUNK):
-        stmt = _locked(session, select(*_EVENT_STATE).where(recipient_id_in(session, ordered[at:at + _CHUNK])).order_by(R.id))
+    for chunk in in_chunks(ordered, _CHUNK):
+        stmt = _locked(session, select(*_EVENT_STATE).where(recipient_id_in(session, chunk)).order_by(R.id))
         found.extend(dict(row._mapping) for row in (await session.execute(stmt)).all())
     return found
 
@@ -294,9 +294,9 @@ _REF_COLUMNS = (R.id, R.tenant_id, R.campaign_id, R.contact_id, Campaign.channel
 async def recipient_refs(session: AsyncSession, ids: set[int]) -> list[tuple[Any, ...]]:
     ordered = sorted(ids)
     found: list[tuple[Any, ...]] = []
-    for at in range(0, len(ordered), _CHUNK):
+    for chunk in in_chunks(ordered, _CHUNK):
         stmt = select(*_REF_COLUMNS).join(Campaign, Campaign.id == R.campaign_id).where(
-            recipient_id_in(session, ordered[at:at + _CHUNK]))
+            recipient_id_in(session, chunk))
         found.extend(tuple(row) for row in (await session.execute(stmt)).all())
     return found
 

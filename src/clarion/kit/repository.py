@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -15,6 +15,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from clarion.errors import Conflict, NotFound
 
 M = TypeVar("M")
+V = TypeVar("V")
+
+# Values per statement in an IN list or a multi-row INSERT: well under SQLite's bound-parameter limit, and a
+# small enough batch of index probes on either database.
+VALUES_PER_STATEMENT = 1000
+
+
+def in_chunks(values: Sequence[V], size: int = VALUES_PER_STATEMENT) -> Iterator[Sequence[V]]:
+    """`values` in consecutive slices of at most `size`: one statement each."""
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
 
 
 def dialect(session: AsyncSession) -> str:

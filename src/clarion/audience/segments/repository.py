@@ -9,15 +9,8 @@ from sqlalchemy import ColumnElement, Select, delete, exists, func, insert, lite
 
 from clarion.kit.clock import utcnow
 from clarion.kit.pagination import PageRows, keyset_page
-from clarion.kit.repository import TenantRepository
+from clarion.kit.repository import TenantRepository, in_chunks
 from clarion.models import Contact, Segment, SegmentMember
-
-# Ids per statement: well under SQLite's bound-parameter limit, small enough for one index probe batch.
-ID_CHUNK = 1000
-
-
-def _chunks(ids: list[uuid.UUID]) -> list[list[uuid.UUID]]:
-    return [ids[start:start + ID_CHUNK] for start in range(0, len(ids), ID_CHUNK)]
 
 
 class SegmentRepo(TenantRepository[Segment]):
@@ -38,7 +31,7 @@ class SegmentMemberRepo:
 
     async def existing_contact_ids(self, ids: list[uuid.UUID]) -> set[uuid.UUID]:
         found: set[uuid.UUID] = set()
-        for chunk in _chunks(ids):
+        for chunk in in_chunks(ids):
             rows = await self.session.execute(
                 select(Contact.id).where(Contact.tenant_id == self.tenant_id, Contact.id.in_(chunk)))
             found.update(rows.scalars().all())
@@ -48,7 +41,7 @@ class SegmentMemberRepo:
         """INSERT … SELECT of the tenant's contacts among `contact_ids` that are not members yet; returns how many."""
         added = 0
         now = utcnow()
-        for chunk in _chunks(contact_ids):
+        for chunk in in_chunks(contact_ids):
             already = exists().where(SegmentMember.segment_id == segment_id,
                                      SegmentMember.contact_id == Contact.id)
             source = select(
@@ -67,7 +60,7 @@ class SegmentMemberRepo:
     async def remove(self, segment_id: uuid.UUID, contact_ids: list[uuid.UUID]) -> set[uuid.UUID]:
         """Delete those memberships; returns the ids that were members."""
         removed: set[uuid.UUID] = set()
-        for chunk in _chunks(contact_ids):
+        for chunk in in_chunks(contact_ids):
             scope = (SegmentMember.tenant_id == self.tenant_id, SegmentMember.segment_id == segment_id,
                      SegmentMember.contact_id.in_(chunk))
             rows = await self.session.execute(select(SegmentMember.contact_id).where(*scope))
