@@ -53,6 +53,17 @@ def own_pg_database(prefix: str) -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture
+def empty_database(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """An empty database of the backend's kind, not migrated: for tests that migrate step by step."""
+    if backend == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'migrating.db'}"
+        return
+    request.getfixturevalue("pg_url")  # a server is there (or the test is skipped, as every PostgreSQL test)
+    with own_pg_database("clarion_migrating") as url:
+        yield url
+
+
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A throwaway PostgreSQL database for this test run, migrated to head, dropped afterwards."""

@@ -17,8 +17,9 @@ class Settings(BaseSettings):
     database_url: str | None = None
     secret_key: str | None = None
     base_url: str = "http://127.0.0.1:8000"
-    # A contact import is written in chunks of this many rows: memory stays flat whatever the file size.
-    import_chunk_rows: int = 5000
+    # A contact import is written in chunks of this many rows: memory stays flat whatever the file size (~20 MB
+    # a chunk). Bigger chunks spend less of the database's time waiting between them (a savepoint, a commit).
+    import_chunk_rows: int = 20000
     # Background worker (clarion.worker): jobs run at once per worker, idle poll period, and the lease a
     # claimed job holds; a job running longer than its lease may be reclaimed where no row lock guards it (SQLite).
     worker_concurrency: int = 4

@@ -3,26 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from alembic import command
 from sqlalchemy import create_engine, text
 
 from clarion.config import to_sync_url
 from clarion.migrate import alembic_config, upgrade
-from tests.conftest import own_pg_database
-
-
-@pytest.fixture
-def empty_database(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
-    if backend == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'migrating.db'}"
-        return
-    request.getfixturevalue("pg_url")  # a server is there (or the test is skipped, as every PostgreSQL test)
-    with own_pg_database("clarion_consent") as url:
-        yield url
 
 
 def _ids(url: str) -> tuple[str, str, str]:

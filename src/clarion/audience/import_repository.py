@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -37,6 +37,8 @@ _CONTACT_COLUMNS = ("id", "tenant_id", "email", "phone", "first_name", "last_nam
                     "attributes", "tags", "created_at", "updated_at", "default_subscribed_channels", "created_via")
 # executemany batches: big enough to amortise round trips, small enough to bound driver memory.
 _BATCH = 2000
+# Rows per write of a COPY: the server starts on the first piece while the rest is built.
+_COPY_PIECE = 500
 # The lookup's plan is safe once the planner expects at least _FEW contacts in the tenant. Below that, statistics
 # are refreshed when the tenant holds ten times the estimate, and at least _STALE_FROM contacts (fewer cost little
 # whichever the plan).
@@ -93,8 +95,8 @@ class ContactImportRepo(TenantRepository[Contact]):
         return await self.session.connection()
 
     async def written_by_another_process(self) -> bool:
-        """True when the database does the writing in its own process (PostgreSQL), so this one can meanwhile
-        prepare the next chunk; False for SQLite, which writes in this process."""
+        """True when the database does the writing in its own process (PostgreSQL), so this one can prepare the
+        next chunk during all of it; False for SQLite, which writes in this process (see write's handed_over)."""
         return (await self._connection()).dialect.name == "postgresql"
 
     async def find_owners(self, emails: list[str], phones: list[str]) -> list[ExistingContact]:
@@ -163,9 +165,12 @@ class ContactImportRepo(TenantRepository[Contact]):
             pass  # lock not available within 100 ms: someone else is analysing contacts right now
 
     async def write(self, inserts: Sequence[NewRow | PlannedContact], updates: Sequence[PlannedContact], *,
-                    now: datetime, source: str) -> None:
+                    now: datetime, source: str, handed_over: Callable[[], None] | None = None) -> None:
         """Apply a chunk's plan: updates first (they may free an email or phone a new contact takes), then inserts,
-        in order, with ids that rise in that order."""
+        in order, with ids that rise in that order.
+
+        `handed_over`, if given, is called once the rest of the write is SQLite's own work on rows it already
+        holds (one statement, run without Python's GIL): the caller may then prepare its next chunk meanwhile."""
         if updates:
             await self._update(updates, now)
         if inserts:
@@ -174,21 +179,22 @@ class ContactImportRepo(TenantRepository[Contact]):
                 if conn.dialect.name == "postgresql":
                     await self._copy_inserts(conn, inserts, now, source)
                 else:
-                    await self._executemany_inserts(conn, inserts, now, source)
+                    await self._staged_inserts(conn, inserts, now, source, handed_over)
             except conn.dialect.loaded_dbapi.IntegrityError as exc:
                 # The inserts go to the driver directly, past SQLAlchemy, which would have wrapped this error.
                 raise IntegrityError("INSERT INTO contacts", None, exc) from exc
 
     async def insert_if_all_new(self, inserts: Sequence[NewRow | PlannedContact], *, now: datetime,
-                                source: str) -> bool:
+                                source: str, handed_over: Callable[[], None] | None = None) -> bool:
         """Insert contacts planned without a lookup, provided none of their emails and phones exists yet: the
         unique indexes check that as the rows go in, which saves a chunk's lookup. True when written; False (and
-        nothing written: the rows go in a savepoint that is rolled back) when some address already exists."""
+        nothing written: the rows go in a savepoint that is rolled back) when some address already exists.
+        `handed_over`: as for write()."""
         if not inserts:
             return True
         try:
             async with self.session.begin_nested():
-                await self.write(inserts, (), now=now, source=source)
+                await self.write(inserts, (), now=now, source=source, handed_over=handed_over)
         except IntegrityError:
             return False
         return True
@@ -236,25 +242,38 @@ class ContactImportRepo(TenantRepository[Contact]):
                              stamp, stamp, planned.default_channels, source))
         return rows
 
-    async def _executemany_inserts(self, conn: AsyncConnection, contacts: Sequence[NewRow | PlannedContact],
-                                   now: datetime, source: str) -> None:
+    async def _staged_inserts(self, conn: AsyncConnection, contacts: Sequence[NewRow | PlannedContact],
+                              now: datetime, source: str, handed_over: Callable[[], None] | None) -> None:
+        """(SQLite) The rows go into a bare temporary table first, then into contacts with one INSERT … SELECT.
+
+        Binding values row by row needs the GIL; maintaining contacts' b-trees (the table, its primary key and two
+        unique indexes: most of the work) does not, and in one statement it is one sqlite3_step with the GIL
+        released throughout. So the importer's next chunk is read and validated while SQLite inserts this one.
+        (An executemany straight into contacts would take the GIL back for every row, and while the importer
+        runs Python the driver's thread waits up to the interpreter's switch interval, 5 ms, each time.)"""
         # SQLAlchemy would run a type processor per value (uuid, JSON, datetime): ~40% of the write. The values
         # go to the driver already in the form those processors produce (Uuid: 32 hex digits; JSON: json.dumps;
         # UTCDateTime: naive UTC ISO text), the one timestamp through the column's own processor.
         stamp = Contact.__table__.c.created_at.type._cached_bind_processor(conn.dialect)(now)  # type: ignore[union-attr]
         raw = (await conn.get_raw_connection()).driver_connection
-        await raw.executemany(_INSERT_CONTACTS_SQLITE, self._serialised_rows(contacts, self.tenant_id.hex, stamp,
-                                                                              source))
+        await raw.execute(_CREATE_STAGE_SQLITE)
+        await raw.execute(_EMPTY_STAGE_SQLITE)
+        await raw.executemany(_INSERT_STAGE_SQLITE, self._serialised_rows(contacts, self.tenant_id.hex, stamp, source))
+        if handed_over is not None:
+            handed_over()
+        await raw.execute(_INSERT_CONTACTS_FROM_STAGE_SQLITE)
 
     async def _copy_inserts(self, conn: AsyncConnection, contacts: Sequence[NewRow | PlannedContact],
                             now: datetime, source: str) -> None:
         # COPY streams rows in the session's own transaction: several times faster than multi-row INSERTs. The
         # chunk goes over as one text in COPY's own format, built here: psycopg's write_row (a coroutine and a
         # dumper per value) cost ~3.8 µs a row, this ~1.7.
+        # It goes in pieces, so the server parses and inserts one while the next is built.
         raw = (await conn.get_raw_connection()).driver_connection
-        rows = self._serialised_rows(contacts, str(self.tenant_id), now.isoformat(), source)
+        tenant, stamp = str(self.tenant_id), now.isoformat()
         async with raw.cursor() as cursor, cursor.copy(_COPY_CONTACTS_PG) as copy:
-            await copy.write(copy_text(rows))
+            for piece in in_chunks(contacts, _COPY_PIECE):
+                await copy.write(copy_text(self._serialised_rows(piece, tenant, stamp, source)))
 
 
 def copy_text(rows: Sequence[tuple[Any, ...]]) -> str:
@@ -282,6 +301,14 @@ def copy_text(rows: Sequence[tuple[Any, ...]]) -> str:
 
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-_INSERT_CONTACTS_SQLITE = (f"INSERT INTO contacts ({', '.join(_CONTACT_COLUMNS)}) "
-                           f"VALUES ({', '.join('?' * len(_CONTACT_COLUMNS))})")
+# The stage lives in the connection's temporary database: private to it, and gone with it. It is emptied before
+# each use: a chunk whose insert failed (the savepoint rolled back) or an import that ended early leave nothing
+# that the next use would insert. Its rowid keeps file order, so ids still rise in that order.
+_STAGE = "temp.contact_import_stage"
+_CREATE_STAGE_SQLITE = f"CREATE TABLE IF NOT EXISTS {_STAGE} ({', '.join(_CONTACT_COLUMNS)})"
+_EMPTY_STAGE_SQLITE = f"DELETE FROM {_STAGE}"
+_INSERT_STAGE_SQLITE = (f"INSERT INTO {_STAGE} ({', '.join(_CONTACT_COLUMNS)}) "
+                        f"VALUES ({', '.join('?' * len(_CONTACT_COLUMNS))})")
+_INSERT_CONTACTS_FROM_STAGE_SQLITE = (f"INSERT INTO contacts ({', '.join(_CONTACT_COLUMNS)}) "
+                                      f"SELECT {', '.join(_CONTACT_COLUMNS)} FROM {_STAGE} ORDER BY rowid")
 _COPY_CONTACTS_PG = f"COPY contacts ({', '.join(_CONTACT_COLUMNS)}) FROM STDIN"

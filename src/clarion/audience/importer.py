@@ -5,8 +5,9 @@ The file is never held in memory: it is read incrementally through a text wrappe
 contacts that own the chunk's emails and phones, and written with set-based statements (see import_repository).
 Until a chunk meets a contact that exists, the match needs no lookup (see import_csv).
 
-Reading and validating run on the event loop in slices of a few hundred rows, yielding between slices. On
-PostgreSQL chunk N is written (mostly the server's work) while chunk N+1 is read and validated. Validation runs in
+Reading and validating run on the event loop in slices of a few hundred rows, yielding between slices. Chunk N
+is written (mostly the database's work: the server's on PostgreSQL, one statement without the GIL on SQLite) while
+chunk N+1 is read and validated. Validation runs in
 this process: a worker process that validated while this one wrote was measured on a 2-CPU host (2026-12-07,
 bench/import_contacts.py, 200,000 rows): it added 5–6 µs of CPU a row (chunks pickled both ways) and gained no
 wall time on either database, the database already using the second CPU.
@@ -375,34 +376,45 @@ async def import_csv(
     # the file is looked up first, so a file of known contacts wastes at most one chunk's attempt.
     optimistic = True
 
-    async def write_chunk(rows: list[RowTuple], rejections: list[Rejection], position: int) -> None:
+    async def write_chunk(rows: list[RowTuple], rejections: list[Rejection], position: int,
+                          unchecked_plan: ChunkPlan | None, handed_over: asyncio.Event) -> None:
+        """Write a chunk; `unchecked_plan` is its plan made without a lookup (None once lookups are on)."""
         nonlocal created, updated, optimistic
-        plan: ChunkPlan | None = None
-        if optimistic:
-            plan = plan_chunk(rows, [])
-            if not await repo.insert_if_all_new(plan.inserts, now=utcnow(), source=IMPORT_SOURCE):
-                plan, optimistic = None, False
-        if plan is None:
-            existing = await repo.find_owners(sorted({r[EMAIL] for r in rows if r[EMAIL]}),
-                                              sorted({r[PHONE] for r in rows if r[PHONE]}))
-            plan = plan_chunk(rows, existing)
-            try:
-                await repo.write(plan.inserts, plan.updates, now=utcnow(), source=IMPORT_SOURCE)
-            except IntegrityError as exc:
-                raise Conflict("contacts changed while the import ran (another writer took one of its emails or "
-                               "phones); nothing of this chunk was written, run the import again") from exc
-        created += plan.created
-        updated += plan.updated
-        rejected.extend({"line": r.line, "reason": r.reason}
-                        for r in sorted(rejections + plan.rejections, key=lambda r: r.line))
-        if after_chunk is not None:
-            await after_chunk()
-        if on_progress is not None:
-            on_progress(position)
+        try:
+            if overlap:
+                handed_over.set()
+            plan: ChunkPlan | None = None
+            if optimistic and unchecked_plan is not None:
+                plan = unchecked_plan
+                if not await repo.insert_if_all_new(plan.inserts, now=utcnow(), source=IMPORT_SOURCE,
+                                                    handed_over=handed_over.set):
+                    plan, optimistic = None, False
+            if plan is None:
+                existing = await repo.find_owners(sorted({r[EMAIL] for r in rows if r[EMAIL]}),
+                                                  sorted({r[PHONE] for r in rows if r[PHONE]}))
+                plan = plan_chunk(rows, existing)
+                try:
+                    await repo.write(plan.inserts, plan.updates, now=utcnow(), source=IMPORT_SOURCE)
+                except IntegrityError as exc:
+                    raise Conflict("contacts changed while the import ran (another writer took one of its emails "
+                                   "or phones); nothing of this chunk was written, run the import again") from exc
+            created += plan.created
+            updated += plan.updated
+            rejected.extend({"line": r.line, "reason": r.reason}
+                            for r in sorted(rejections + plan.rejections, key=lambda r: r.line))
+            if after_chunk is not None:
+                await after_chunk()
+            if on_progress is not None:
+                on_progress(position)
+        finally:
+            handed_over.set()
 
-    # On PostgreSQL the server does most of a chunk's writing: chunk N is written by a task while this coroutine
-    # reads and validates chunk N+1 (the two processes share the CPUs). Chunk N+1 is looked up only once chunk N
-    # is written, so it sees N's contacts. SQLite writes in this process: there is nothing to overlap with.
+    # A chunk is written by a task while this coroutine reads and validates the next one, from the moment the
+    # write is handed over to the database. On PostgreSQL that is at once: the server does most of the work in
+    # its own process, this one's part interleaves on the event loop. On SQLite, only once the rows are staged
+    # (see ContactImportRepo.write): the rest is one statement that runs without the GIL, while staging binds
+    # every value under it, and the two would take turns at the interpreter's switch interval. Chunk N+1 is
+    # looked up only once chunk N is written, so it sees N's contacts.
     overlap = await repo.written_by_another_process()
     writing: asyncio.Task[None] | None = None
     try:
@@ -412,13 +424,14 @@ async def import_csv(
         try:
             with _rarer_young_collections():
                 async for chunk in chunks:
+                    # Planned before the previous chunk's write is awaited: while the database still works on it.
+                    unchecked_plan = plan_chunk(chunk[0], []) if optimistic else None
                     if writing is not None:
                         await writing
                         writing = None
-                    if overlap:
-                        writing = asyncio.create_task(write_chunk(*chunk))
-                    else:
-                        await write_chunk(*chunk)
+                    handed_over = asyncio.Event()
+                    writing = asyncio.create_task(write_chunk(*chunk, unchecked_plan, handed_over))
+                    await handed_over.wait()
                 if writing is not None:
                     await writing
         finally:

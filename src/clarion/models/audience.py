@@ -22,7 +22,10 @@ class Contact(UUIDPrimaryKey, TenantOwned, Timestamps, Base):
     __table_args__ = (
         # NULLs never collide in a UNIQUE index on either database, so contacts without email/phone coexist.
         UniqueConstraint("tenant_id", "email"),
-        UniqueConstraint("tenant_id", "phone"),
+        # Partial (migration 0007): a contact without a phone, most of an import, takes no entry. Same rule, as
+        # NULLs never collide; lookups by phone compare it, which implies the index's condition.
+        Index("uq_contacts_tenant_id_phone", "tenant_id", "phone", unique=True,
+              sqlite_where=text("phone IS NOT NULL"), postgresql_where=text("phone IS NOT NULL")),
         # A Telegram chat belongs to one contact of a tenant; a unique index, not a constraint, so the migration
         # adds it without rebuilding the table on SQLite. Partial: almost no contact has a chat, and a full index
         # would take an entry for every contact written (an import's million).
