@@ -140,6 +140,7 @@ async def clarion_stages(url: str, csv_path: Path) -> Stages:
     from clarion.config import get_settings
     from clarion.db import Database
     from clarion.kit.clock import utcnow
+    from clarion.kit.gc_tuning import rarer_young_collections
 
     chunk_rows = get_settings().import_chunk_rows
     stages = Stages()
@@ -149,7 +150,7 @@ async def clarion_stages(url: str, csv_path: Path) -> Stages:
         async with db.transaction() as session:
             pid = await _backend_pid(session)
             repo = ContactImportRepo(session, tenant_id)
-            with csv_path.open("rb") as binary, importer._rarer_young_collections():
+            with csv_path.open("rb") as binary, rarer_young_collections():
                 text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
                 reader = csv.reader(text)
                 columns = importer.read_header(reader)

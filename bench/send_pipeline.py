@@ -1,15 +1,19 @@
 """Bench (a): the whole send pipeline into a local SMTP sink vs a bare aiosmtplib loop over as many connections.
 
     python -m bench.send_pipeline [--messages N] [--connections C] [--db sqlite|postgres|both] [--rounds R]
+                                  [--small-baseline]
 
 The sink is aiosmtpd in a process of its own whose handler only answers 250 (no installation beyond the test
 extras). Besides the rates, each side's CPU time per message in this process is printed: the bare loop mostly
 waits on the sink, while the pipeline is bound by its own CPU, so the CPU figure is the steadier one on a busy
-machine. The baseline sends N pre-built messages (built before the clock starts) over C aiosmtplib connections.
-The pipeline run is what a worker does for a campaign of N recipients: claim batches under a lease, load the
-contacts, render the Liquid template, register and rewrite links, add the open pixel, build the RFC 5322 bytes,
-send through the SMTP channel's pool of C connections and record every outcome. Target: the pipeline reaches
-at least 50% of the baseline's messages per second.
+machine. The baseline sends N pre-built messages over C aiosmtplib connections: the very messages the pipeline
+sends (the same envelopes and bytes), captured from a first, untimed pipeline run, so both sides put the same
+bytes through aiosmtplib and the sink and the ratio is the pipeline's own cost. (Until 2026-12-07 the baseline
+sent small stand-in messages of ~700 bytes against the pipeline's ~3 KB; `--small-baseline` still does, for
+comparison with the figures of then.) The pipeline run is what a worker does for a campaign of N recipients:
+claim batches under a lease, load the contacts, render the Liquid template, register and rewrite links, add the
+open pixel, build the RFC 5322 bytes, send through the SMTP channel's pool of C connections and record every
+outcome. Target: the pipeline reaches at least 50% of the baseline's messages per second.
 
 The bare loop's rate swings with the neighbours' load far more than the pipeline's (450–3,350 msg/s in one
 afternoon), so `--rounds R` alternates the two R times against one sink and judges the median of the per-round
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import pickle
 import signal
 import statistics
 import subprocess
@@ -48,15 +53,20 @@ TEMPLATE_HTML = """<html><head><style>p { color: #333; font-family: sans-serif }
 # --- the sink ------------------------------------------------------------------------------------------------
 
 
-def run_sink(port: int) -> None:
-    """aiosmtpd answering 250 to everything; prints how many messages it took when it gets SIGTERM."""
+def run_sink(port: int, capture: Path | None = None) -> None:
+    """aiosmtpd answering 250 to everything; prints how many messages it took when it gets SIGTERM. With
+    `capture`, it also keeps every message (envelope sender, recipients, bytes) and pickles the list there."""
     from aiosmtpd.controller import Controller
+
+    captured: list[tuple[str, list[str], bytes]] = []
 
     class Sink:
         count = 0
 
         async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
             Sink.count += 1
+            if capture is not None:
+                captured.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
             return "250 OK"
 
     controller = Controller(Sink(), hostname="127.0.0.1", port=port)
@@ -72,14 +82,16 @@ def run_sink(port: int) -> None:
     while not stop:
         time.sleep(0.05)
     controller.stop()
+    if capture is not None:
+        capture.write_bytes(pickle.dumps(captured))
     print(Sink.count, flush=True)
 
 
 class SinkProcess:
-    def __init__(self) -> None:
+    def __init__(self, capture: Path | None = None) -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.send_pipeline", "--sink", str(self.port)],
+            [sys.executable, "-m", "bench.send_pipeline", "--sink", str(self.port), *([str(capture)] if capture else [])],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -94,15 +106,16 @@ class SinkProcess:
 # --- the baseline ----------------------------------------------------------------------------------------------
 
 
-async def bare_loop(port: int, messages: int, connections: int) -> tuple[float, float]:
-    """(messages per second, this process's CPU seconds per message) of aiosmtplib sending pre-built messages over
-    `connections` connections."""
-    import aiosmtplib
+# An envelope sender, its recipients and the message's bytes, as the SMTP sink took them.
+Envelope = tuple[str, list[str], bytes]
 
+
+def stand_in_messages(messages: int) -> list[Envelope]:
+    """The baseline before 2026-12-07: small messages (~700 bytes) built with Clarion's builder."""
     from clarion.delivery.email_message import build_email
 
-    prebuilt = [
-        build_email(
+    return [
+        ("news@shop.example", [f"fan{i}@example.com"], build_email(
             from_addr="news@shop.example",
             to_addr=f"fan{i}@example.com",
             subject="Spring deals",
@@ -110,24 +123,45 @@ async def bare_loop(port: int, messages: int, connections: int) -> tuple[float, 
             text=f"Hello fan {i}",
             list_unsubscribe_url=f"https://clarion.test/t/u/{i}",
             message_id_domain="shop.example",
-        )
+        ))
         for i in range(messages)
     ]
-    queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
-    for item in enumerate(prebuilt):
+
+
+async def pipeline_messages(backend: str, messages: int, connections: int) -> list[Envelope]:
+    """What the pipeline sends for a campaign of `messages`: one untimed run into a sink that keeps them."""
+    with tempfile.TemporaryDirectory() as tmp:
+        capture = Path(tmp) / "messages.pickle"
+        sink = SinkProcess(capture)
+        try:
+            await _pipeline_on(backend, sink.port, messages, connections)
+        finally:
+            sink.stop()
+        captured: list[Envelope] = pickle.loads(capture.read_bytes())
+    assert len(captured) == messages, f"captured {len(captured)} of {messages} messages"
+    return captured
+
+
+async def bare_loop(port: int, prebuilt: list[Envelope], connections: int) -> tuple[float, float]:
+    """(messages per second, this process's CPU seconds per message) of aiosmtplib sending pre-built messages over
+    `connections` connections."""
+    import aiosmtplib
+
+    queue: asyncio.Queue[Envelope] = asyncio.Queue()
+    for item in prebuilt:
         queue.put_nowait(item)
 
     async def sender() -> None:
         smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
         await smtp.connect()
         while not queue.empty():
-            i, raw = queue.get_nowait()
-            await smtp.sendmail("news@shop.example", [f"fan{i}@example.com"], raw)
+            sender_address, recipients, raw = queue.get_nowait()
+            await smtp.sendmail(sender_address, recipients, raw)
         await smtp.quit()
 
     started, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(sender() for _ in range(connections)))
-    return messages / (time.perf_counter() - started), (time.process_time() - cpu) / messages
+    return len(prebuilt) / (time.perf_counter() - started), (time.process_time() - cpu) / len(prebuilt)
 
 
 # --- the pipeline ----------------------------------------------------------------------------------------------
@@ -248,19 +282,26 @@ async def _pipeline_on(backend: str, port: int, messages: int, connections: int)
         return await pipeline(f"sqlite+aiosqlite:///{tmp}/bench.db", Path(tmp), port, messages, connections)
 
 
-async def run(backend: str, messages: int, connections: int, rounds: int) -> bool:
+async def run(backend: str, messages: int, connections: int, rounds: int, small_baseline: bool) -> bool:
     """`rounds` rounds against one sink, each the bare loop and the pipeline (their order alternating), each
     ratio taken against the bare loop of its own round; the verdict is on the median ratio."""
+    if small_baseline:
+        prebuilt = stand_in_messages(messages)
+    else:
+        prebuilt = await pipeline_messages(backend, messages, connections)
+    sizes = [len(raw) for _, _, raw in prebuilt]
+    print(f"{backend:>8}: the bare loop sends {'stand-in' if small_baseline else 'the pipeline' + chr(39) + 's'} "
+          f"messages, {statistics.mean(sizes):,.0f} bytes on average", flush=True)
     sink = SinkProcess()
     shares, recorded_all = [], 0
     try:
         for round_ in range(rounds):
             if round_ % 2 == 0:
-                baseline, bare_cpu = await bare_loop(sink.port, messages, connections)
+                baseline, bare_cpu = await bare_loop(sink.port, prebuilt, connections)
                 rate, cpu, recorded = await _pipeline_on(backend, sink.port, messages, connections)
             else:
                 rate, cpu, recorded = await _pipeline_on(backend, sink.port, messages, connections)
-                baseline, bare_cpu = await bare_loop(sink.port, messages, connections)
+                baseline, bare_cpu = await bare_loop(sink.port, prebuilt, connections)
             share = rate / baseline
             shares.append(share)
             recorded_all += recorded
@@ -285,8 +326,8 @@ async def run(backend: str, messages: int, connections: int, rounds: int) -> boo
 
 
 def main() -> int:
-    if len(sys.argv) == 3 and sys.argv[1] == "--sink":
-        run_sink(int(sys.argv[2]))
+    if len(sys.argv) in (3, 4) and sys.argv[1] == "--sink":
+        run_sink(int(sys.argv[2]), Path(sys.argv[3]) if len(sys.argv) == 4 else None)
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=20_000)
@@ -294,12 +335,16 @@ def main() -> int:
     parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--rounds", type=int, default=1,
                         help="alternate bare loop and pipeline this many times against one sink; judge the median")
+    parser.add_argument("--small-baseline", action="store_true",
+                        help="the bare loop sends small stand-in messages instead of the pipeline's own (as before "
+                             "2026-12-07)")
     args = parser.parse_args()
     backends = ["sqlite", "postgres"] if args.db == "both" else [args.db]
     print(
         f"send pipeline: {args.messages} messages over {args.connections} SMTP connections into an aiosmtpd sink"
     )
-    results = [asyncio.run(run(backend, args.messages, args.connections, args.rounds)) for backend in backends]
+    results = [asyncio.run(run(backend, args.messages, args.connections, args.rounds, args.small_baseline))
+               for backend in backends]
     return 0 if all(results) else 1
 
 

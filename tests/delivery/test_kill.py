@@ -1,7 +1,8 @@
 """Crash safety, on PostgreSQL with real worker processes: two `clarion worker`s send one campaign; one is
 SIGKILLed in the middle of a batch and a fresh one started. Afterwards every recipient is recorded sent exactly
-once and none is missing. SMTP itself is at-least-once: the chunk the dead worker had sent but not recorded yet
-goes out again, and the test bounds (and prints) how many such duplicates there were."""
+once and none is missing. SMTP itself is at-least-once: the chunks the dead worker had sent but not recorded yet
+(one being recorded while the next goes out) go out again, and the test bounds (and prints) how many such
+duplicates there were."""
 
 from __future__ import annotations
 
@@ -160,8 +161,9 @@ async def test_a_worker_killed_mid_batch_loses_nothing_and_records_nothing_twice
         f"\nkill test: {in_flight} recipient(s) were claimed by a worker when it died; "
         f"{duplicates} SMTP duplicate(s) of {RECIPIENTS} messages"
     )
-    # At-least-once: only what the killed worker had sent and not yet recorded (at most a chunk) goes twice.
-    assert duplicates <= CHUNK
+    # At-least-once: only what the killed worker had sent and not yet recorded (at most two chunks: one being
+    # recorded, the next on the wire) goes twice.
+    assert duplicates <= 2 * CHUNK
 
 
 async def _campaign(api: httpx.AsyncClient, port: int) -> uuid.UUID:

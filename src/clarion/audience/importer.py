@@ -29,12 +29,9 @@ from __future__ import annotations
 import asyncio
 import codecs
 import csv
-import gc
 import io
-import threading
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -68,6 +65,7 @@ from clarion.audience.import_validation import (
 from clarion.audience.schemas import ImportResult
 from clarion.errors import Conflict, Invalid, field_error
 from clarion.kit.clock import utcnow
+from clarion.kit.gc_tuning import rarer_young_collections
 
 __all__ = ["Columns", "EmailNormalizer", "ImportRow", "RecordReader", "Rejection", "RowValidator", "attribute_value",
            "check_utf8_text", "import_csv", "parse_header", "plan_chunk"]
@@ -317,35 +315,6 @@ async def _validated_in_slices(reader: Any, binary: BinaryIO, columns: Columns, 
             yield rows, rejections, binary.tell()
 
 
-@contextmanager
-def _rarer_young_collections() -> Iterator[None]:
-    """While any import runs, CPython's cyclic garbage collector looks at young objects every 50,000 container
-    allocations instead of every 700. An import allocates several containers per row (CSV cells, rows, tag lists)
-    that live for a chunk and form no cycles; at the default threshold the collector keeps re-scanning them and
-    cost ~30% of validation (measured with bench/import_contacts.py). Nothing is left uncollected: the same
-    collections happen, less often. Process-wide, so counted: the last import to finish restores the threshold."""
-    global _imports_running, _saved_threshold
-    with _gc_lock:
-        if _imports_running == 0:
-            _saved_threshold = gc.get_threshold()
-            young, *older = _saved_threshold
-            gc.set_threshold(max(young, _YOUNG_COLLECTION_THRESHOLD), *older)
-        _imports_running += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _imports_running -= 1
-            if _imports_running == 0 and _saved_threshold is not None:
-                gc.set_threshold(*_saved_threshold)
-
-
-_YOUNG_COLLECTION_THRESHOLD = 50_000
-_gc_lock = threading.Lock()
-_imports_running = 0
-_saved_threshold: tuple[int, ...] | None = None
-
-
 # --- the chunk loop ----------------------------------------------------------------------------------------
 
 async def import_csv(
@@ -422,7 +391,7 @@ async def import_csv(
         columns = await asyncio.to_thread(read_header, reader)
         chunks = _validated_in_slices(reader, binary, columns, default_region, chunk_rows)
         try:
-            with _rarer_young_collections():
+            with rarer_young_collections():
                 async for chunk in chunks:
                     # Planned before the previous chunk's write is awaited: while the database still works on it.
                     unchecked_plan = plan_chunk(chunk[0], []) if optimistic else None

@@ -8,11 +8,12 @@ writer, and a PostgreSQL row lock held across an SMTP conversation would stall e
 3. render each message (content.rendering), register the batch's links — one short write transaction —,
    rewrite links, add the open pixel, build the RFC 5322 bytes (compose.py);
 4. send in chunks through the channel's provider (cached across batches, SMTP pools stay open), paced by the
-   account's shared throughput limit (throttle.py); after each chunk its outcomes are recorded in a short
-   transaction of their own (campaign.sending.record_outcomes), so a crash re-sends at most one chunk.
+   account's shared throughput limit (throttle.py); each chunk's outcomes are recorded in a short transaction
+   of their own (campaign.sending.record_outcomes) while the next chunk goes out, in the order sent, so a crash
+   re-sends at most two chunks.
 
 A crash anywhere leaves rows `sending`; their lease runs out and release_expired_leases hands them back. That
-makes delivery at-least-once: the chunk in flight when a worker dies is sent again by another.
+makes delivery at-least-once: the chunks in flight when a worker dies are sent again by another.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from clarion.delivery.outbox_service import DatabaseOutboxIndex
 from clarion.delivery.throttle import Throttle
 from clarion.errors import ClarionError
 from clarion.kit.clock import utcnow
+from clarion.kit.gc_tuning import rarer_young_collections
 
 logger = logging.getLogger("clarion.delivery.dispatch")
 
@@ -57,8 +59,8 @@ class DispatchSettings(BaseSettings):
 
     # Recipients claimed at once (across campaigns).
     batch_size: int = 500
-    # Messages handed to the provider per call; their outcomes are committed before the next chunk goes.
-    # The crash window (messages sent but not yet recorded) is at most one chunk per worker.
+    # Messages handed to the provider per call; a chunk's outcomes are committed while the next one goes out.
+    # The crash window (messages sent but not yet recorded) is at most two chunks per worker.
     chunk_size: int = 100
     # A claim must outlive rendering and sending its batch; an expired one is handed to another worker.
     lease_seconds: float = 300.0
@@ -247,6 +249,10 @@ class Dispatcher:
 
     async def dispatch_once(self, *, campaign_id: uuid.UUID | None = None) -> DispatchReport:
         """Claim one batch of due recipients (of one campaign, or of all) and send it."""
+        with rarer_young_collections():
+            return await self._dispatch_once(campaign_id)
+
+    async def _dispatch_once(self, campaign_id: uuid.UUID | None) -> DispatchReport:
         now = utcnow()
         async with self.db.transaction() as session:
             claimed = await claims.claim_due(
@@ -286,8 +292,9 @@ class Dispatcher:
         link_ids: dict[str, int] = {}
         # Chunk by chunk: render, register the links not seen yet, track and build; rendering and building
         # chunk n+1 overlap with chunk n on the wire (both yield to the event loop between slices of messages),
-        # and a chunk is handed over only once the previous one is recorded.
+        # and a chunk is handed over once the previous one is on the wire (and is being recorded).
         in_flight: asyncio.Task[None] | None = None
+        on_the_wire = asyncio.Event()  # set once in_flight's chunk is out
         try:
             for start in range(0, len(triples), self.options.chunk_size):
                 rendered, unrenderable = await self._render_chunk(
@@ -307,10 +314,13 @@ class Dispatcher:
                         ))
                 chunk = unrenderable + await self._compose_chunk(rendered, plan, link_ids)
                 if in_flight is not None:
-                    await in_flight
-                in_flight = asyncio.ensure_future(
-                    self._send_and_record(provider, plan.resolved, chunk, report, guard)
-                )
+                    # The next chunk goes out as soon as this one is on the wire, while it is recorded: the
+                    # connections do not idle through a transaction. A budget is read before each chunk, so
+                    # with one the chunk waits until the previous one is recorded (see BudgetGuard).
+                    await (in_flight if guard is not None else on_the_wire.wait())
+                on_the_wire = asyncio.Event()
+                in_flight = asyncio.ensure_future(self._send_and_record(
+                    provider, plan.resolved, chunk, report, guard, recorded_before=in_flight, sent=on_the_wire))
             if in_flight is not None:
                 await in_flight
         finally:
@@ -350,7 +360,28 @@ class Dispatcher:
         chunk: list[compose.Composed],
         report: DispatchReport,
         guard: send_accounting.BudgetGuard | None,
+        *,
+        recorded_before: asyncio.Task[None] | None,
+        sent: asyncio.Event,
     ) -> None:
+        """Send a chunk (`sent` is set once it is out, or failed to go), then record its outcomes once the chunk
+        before it (`recorded_before`) is recorded: outcomes are recorded in the order they were sent."""
+        try:
+            outcomes = await self._send_chunk(provider, resolved, chunk, guard)
+        finally:
+            sent.set()
+        if recorded_before is not None:
+            await recorded_before
+        if outcomes:
+            await self._record(outcomes, report)
+
+    async def _send_chunk(
+        self,
+        provider: ChannelProvider[Any],
+        resolved: channel_service.ResolvedChannel,
+        chunk: list[compose.Composed],
+        guard: send_accounting.BudgetGuard | None,
+    ) -> list[sending.SendOutcome]:
         outcomes = [_failure(c) for c in chunk if c.message is None]
         messages = [c.message for c in chunk if c.message is not None]
         if messages and guard is not None:
@@ -374,8 +405,7 @@ class Dispatcher:
             ]
             if any(r.delivered_addresses or r.expired_addresses for r in results):
                 await self._record_addresses(resolved.tenant_id, results)
-        if outcomes:
-            await self._record(outcomes, report)
+        return outcomes
 
     async def _record_addresses(self, tenant_id: uuid.UUID, results: list[SendResult]) -> None:
         """Push subscriptions that took a message are stamped; those a push service says are gone, deleted."""
