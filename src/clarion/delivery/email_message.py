@@ -178,12 +178,13 @@ def _unstructured(name: str, value: str) -> str:
     return _fold(f"{name}: " + " ".join(_encoded_words(value, MAX_LINE - len(name) - 2)), len(name) + 2)
 
 
-_ADDR_SPEC = (r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-              r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*")
+# A plain ASCII mailbox: dot-atom local part, LDH host name (also what the SMTP transfer sends without parsing).
+ADDR_SPEC = (r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+             r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*")
 # A single mailbox in one of the shapes the direct writer handles: `addr`, `phrase <addr>`, `"quoted" <addr>`.
 _MAILBOX = re.compile(
-    rf"\s*(?:(?P<bare>{_ADDR_SPEC})"
-    rf"|(?:\"(?P<quoted>(?:[^\"\\\r\n]|\\[^\r\n])*)\"|(?P<phrase>[^\"<>@,;:\\\[\]()\r\n]*?))\s*<(?P<addr>{_ADDR_SPEC})>)\s*"
+    rf"\s*(?:(?P<bare>{ADDR_SPEC})"
+    rf"|(?:\"(?P<quoted>(?:[^\"\\\r\n]|\\[^\r\n])*)\"|(?P<phrase>[^\"<>@,;:\\\[\]()\r\n]*?))\s*<(?P<addr>{ADDR_SPEC})>)\s*"
 )
 _ATOM_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 _UNESCAPE = re.compile(r"\\(.)")

@@ -30,6 +30,7 @@ from clarion.delivery.channels.base import (
 )
 from clarion.delivery.channels.smtp.config import SmtpConfig
 from clarion.delivery.channels.smtp.dkim import DkimKey, is_signed_by, sign_message
+from clarion.delivery.channels.smtp.transfer import transfer
 from clarion.errors import field_error
 
 logger = logging.getLogger("clarion.delivery.smtp")
@@ -176,8 +177,6 @@ class SmtpProvider(ChannelProvider[SmtpConfig]):
         raw = payload.raw
         if self._dkim is not None and not is_signed_by(raw, self._dkim):
             raw = sign_message(raw, self._dkim)
-        addresses = (envelope_from, *payload.envelope_to)
-        options = [] if all(a.isascii() for a in addresses) else ["SMTPUTF8"]
 
         # A session that dropped (idle timeout, server restart, a per-session cap) is reopened and the
         # message tried once more: SMTP accepts a message only with the reply to the final dot, so a
@@ -185,8 +184,7 @@ class SmtpProvider(ChannelProvider[SmtpConfig]):
         for attempt in (1, 2):
             smtp = await connection.ready()
             try:
-                refused, _reply = await smtp.sendmail(envelope_from, list(payload.envelope_to), raw,
-                                                      mail_options=options)
+                refused, _reply = await transfer(smtp, envelope_from, payload.envelope_to, raw)
             except SMTPRecipientsRefused as exc:
                 codes = [r.code for r in exc.recipients]
                 detail = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
