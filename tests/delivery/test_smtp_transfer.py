@@ -14,8 +14,8 @@ from aiosmtplib.email import quote_address
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clarion.delivery.channels.smtp.transfer import is_plain_mailbox, transfer
-from clarion.delivery.email_message import ADDR_SPEC
+from clarion.delivery.channels.smtp.transfer import transfer
+from clarion.kit.mailbox import ADDR_SPEC, is_plain_mailbox
 from tests.delivery.smtp_server import RecordingHandler, smtp_server
 
 MESSAGE = b"Subject: hi\r\nMessage-ID: <1@x.test>\r\n\r\nHello\r\n.leading dot\r\n"

@@ -30,6 +30,7 @@ from email.utils import format_datetime, parseaddr
 from clarion.delivery.channels.smtp.dkim import DkimKey, sign_message
 from clarion.kit.clock import utcnow
 from clarion.kit.ids import new_id
+from clarion.kit.mailbox import ADDR_SPEC
 
 __all__ = ["DkimKey", "build_email", "new_message_id"]
 
@@ -55,6 +56,19 @@ _STDLIB_POLICY = email_policy.EmailPolicy(linesep="\r\n", cte_type="7bit")
 def new_message_id(domain: str) -> str:
     # uuid7: unique without coordination, and sorts by send time in a mail log.
     return f"<{new_id().hex}@{domain}>"
+
+
+_date_of_second: tuple[float, str] = (-1.0, "")
+
+
+def _date_header() -> str:
+    """The Date header for now; formatted once per second (a batch builds hundreds of messages in one)."""
+    global _date_of_second
+    now = utcnow()
+    second = now.timestamp() // 1
+    if _date_of_second[0] != second:
+        _date_of_second = (second, f"Date: {format_datetime(now)}\r\n")
+    return _date_of_second[1]
 
 
 def _check_header_value(name: str, value: str) -> str:
@@ -178,9 +192,6 @@ def _unstructured(name: str, value: str) -> str:
     return _fold(f"{name}: " + " ".join(_encoded_words(value, MAX_LINE - len(name) - 2)), len(name) + 2)
 
 
-# A plain ASCII mailbox: dot-atom local part, LDH host name (also what the SMTP transfer sends without parsing).
-ADDR_SPEC = (r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-             r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*")
 # A single mailbox in one of the shapes the direct writer handles: `addr`, `phrase <addr>`, `"quoted" <addr>`.
 _MAILBOX = re.compile(
     rf"\s*(?:(?P<bare>{ADDR_SPEC})"
@@ -305,7 +316,7 @@ def build_email(
     if reply_to:
         head.append(_mailbox_header("Reply-To", reply_to, "reply_to"))
     head.append(_unstructured("Subject", _check_header_value("Subject", subject)))
-    head.append(f"Date: {format_datetime(utcnow())}\r\n")
+    head.append(_date_header())
     message_id = new_message_id(_check_header_value("message_id_domain", message_id_domain))
     if len(message_id) + 12 > MAX_LINE or not message_id.isascii() or " " in message_id:
         head.append(_stdlib_header("Message-ID", message_id))

@@ -11,7 +11,6 @@ error reply). Any other envelope goes through sendmail itself.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import aiosmtplib
@@ -25,16 +24,9 @@ from aiosmtplib import (
     SMTPStatus,
 )
 
-from clarion.delivery.email_message import ADDR_SPEC
+from clarion.kit.mailbox import is_plain_mailbox
 
-# parseaddr gives such an address back unchanged, so aiosmtplib would put exactly `<address>` on the wire
-# (a property test holds the two together).
-_PLAIN_MAILBOX = re.compile(ADDR_SPEC)
 _ACCEPTED_RECIPIENT = (SMTPStatus.completed, SMTPStatus.will_forward)
-
-
-def is_plain_mailbox(address: str) -> bool:
-    return _PLAIN_MAILBOX.fullmatch(address) is not None
 
 
 async def transfer(smtp: aiosmtplib.SMTP, sender: str, recipients: Sequence[str],
@@ -42,6 +34,8 @@ async def transfer(smtp: aiosmtplib.SMTP, sender: str, recipients: Sequence[str]
     """What `smtp.sendmail(sender, recipients, message)` does, with the same result: (refused recipients, the
     server's reply to the message)."""
     addresses = (sender, *recipients)
+    # parseaddr gives a plain mailbox back unchanged, so aiosmtplib would put exactly `<address>` on the wire
+    # (a property test holds the two together).
     if not all(is_plain_mailbox(address) for address in addresses):
         options = [] if all(address.isascii() for address in addresses) else ["SMTPUTF8"]
         return await smtp.sendmail(sender, list(recipients), message, mail_options=options)
