@@ -178,6 +178,7 @@ async def pipeline(url: str, data_dir: Path, port: int, messages: int,
     from clarion.config import Settings
     from clarion.db import Database
     from clarion.delivery.dispatch import Dispatcher
+    from clarion.kit.gc_tuning import freeze_startup_objects
     from clarion.migrate import upgrade
     from clarion.models import CampaignRecipient
     from clarion.tenancy import service as tenancy
@@ -201,6 +202,7 @@ async def pipeline(url: str, data_dir: Path, port: int, messages: int,
         ) as api:
             campaign_id = await _seed(api, port, messages, connections)
         dispatcher = Dispatcher(db, settings)
+        freeze_startup_objects()  # as `clarion serve` and `clarion worker` do once started
         started, cpu = time.perf_counter(), time.process_time()
         try:
             report = await dispatcher.drain([campaign_id])

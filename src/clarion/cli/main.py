@@ -105,6 +105,7 @@ async def _run_worker(concurrency: int | None) -> None:
 
     import clarion.api  # noqa: F401 - importing the route table imports every domain, which registers its jobs
     from clarion.db import Database
+    from clarion.kit.gc_tuning import freeze_startup_objects
     from clarion.worker import Worker
 
     settings = get_settings()
@@ -113,6 +114,7 @@ async def _run_worker(concurrency: int | None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    freeze_startup_objects()
     try:
         await Worker(db, settings=settings, concurrency=concurrency).run(stop)
     finally:

