@@ -27,33 +27,22 @@ async def _index_definition(db, name: str) -> str:  # type: ignore[no-untyped-de
         return str((await session.execute(text(sql), {"name": name})).scalar_one()).replace("(", "").replace(")", "")
 
 
-async def test_the_chat_index_is_partial_and_still_unique_per_tenant(db) -> None:  # type: ignore[no-untyped-def]
-    definition = await _index_definition(db, CHAT_INDEX)
+@pytest.mark.parametrize(("index", "column", "value"), [(CHAT_INDEX, "telegram_chat_id", "42"),
+                                                         (PHONE_INDEX, "phone", "+14155550100")])
+async def test_the_index_is_partial_and_still_unique_per_tenant(db, index: str, column: str,  # type: ignore[no-untyped-def]
+                                                                value: str) -> None:
+    definition = await _index_definition(db, index)
     assert "UNIQUE" in definition.upper()
-    assert "telegram_chat_id IS NOT NULL" in definition
+    assert f"{column} IS NOT NULL" in definition
 
-    first, second = await make_tenant(db, "ChatsA"), await make_tenant(db, "ChatsB")
+    first, second = await make_tenant(db, f"{column}A"), await make_tenant(db, f"{column}B")
     async with db.transaction() as session:
-        session.add_all([Contact(tenant_id=first.id, email=f"n{i}@example.com") for i in range(3)])  # no chats
-        session.add_all([Contact(tenant_id=first.id, email="a@example.com", telegram_chat_id="42"),
-                         Contact(tenant_id=second.id, email="b@example.com", telegram_chat_id="42")])
+        session.add_all([Contact(tenant_id=first.id, email=f"n{i}@example.com") for i in range(3)])  # none set
+        session.add_all([Contact(tenant_id=first.id, email="a@example.com", **{column: value}),
+                         Contact(tenant_id=second.id, email="b@example.com", **{column: value})])
     with pytest.raises(IntegrityError):
         async with db.transaction() as session:
-            session.add(Contact(tenant_id=first.id, email="c@example.com", telegram_chat_id="42"))
-
-
-async def test_the_phone_index_is_partial_and_still_unique_per_tenant(db) -> None:  # type: ignore[no-untyped-def]
-    definition = await _index_definition(db, PHONE_INDEX)
-    assert "UNIQUE" in definition.upper() and "phone IS NOT NULL" in definition
-
-    first, second = await make_tenant(db, "PhonesA"), await make_tenant(db, "PhonesB")
-    async with db.transaction() as session:
-        session.add_all([Contact(tenant_id=first.id, email=f"p{i}@example.com") for i in range(3)])  # no phones
-        session.add_all([Contact(tenant_id=first.id, email="a@example.com", phone="+14155550100"),
-                         Contact(tenant_id=second.id, email="b@example.com", phone="+14155550100")])
-    with pytest.raises(IntegrityError):
-        async with db.transaction() as session:
-            session.add(Contact(tenant_id=first.id, email="c@example.com", phone="+14155550100"))
+            session.add(Contact(tenant_id=first.id, email="c@example.com", **{column: value}))
 
 
 def test_migration_0007_keeps_every_contact_and_what_points_at_them(empty_database: str) -> None:

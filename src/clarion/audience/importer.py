@@ -7,10 +7,10 @@ Until a chunk meets a contact that exists, the match needs no lookup (see import
 
 Reading and validating run on the event loop in slices of a few hundred rows, yielding between slices. Chunk N
 is written (mostly the database's work: the server's on PostgreSQL, one statement without the GIL on SQLite) while
-chunk N+1 is read and validated. Validation runs in
-this process: a worker process that validated while this one wrote was measured on a 2-CPU host (2026-12-07,
-bench/import_contacts.py, 200,000 rows): it added 5–6 µs of CPU a row (chunks pickled both ways) and gained no
-wall time on either database, the database already using the second CPU.
+chunk N+1 is read and validated. Validation runs in this process: a worker process that validated while this one
+wrote was measured on a 2-CPU host (2026-12-07, bench/import_contacts.py, 200,000 rows): it added 5–6 µs of CPU a
+row (chunks pickled both ways) and gained no wall time on either database, the database already using the second
+CPU.
 
 Rules a CSV follows:
 

@@ -1,4 +1,5 @@
-"""The cyclic garbage collector's pace during bulk work (imports, send batches)."""
+"""The cyclic garbage collector: what it leaves alone once a process has started, and its pace during bulk work
+(imports, send batches)."""
 
 from __future__ import annotations
 
