@@ -24,6 +24,7 @@ from liquid.stream import TokenStream
 from markupsafe import Markup
 
 from clarion.content.html_text import TextPlan, html_to_text, plan_text
+from clarion.content.plain_outputs import PlainOutputs
 
 CONTACT_FIELDS = ("email", "phone", "first_name", "last_name", "locale", "timezone")
 # telegram_start_url: the contact's Telegram deep link, given when the tenant has a bot (delivery.compose).
@@ -135,6 +136,7 @@ def template_cache_info() -> Any:
 
 def clear_template_cache() -> None:
     _compiled.cache_clear()
+    _plain_outputs.cache_clear()
 
 
 # --- context ---------------------------------------------------------------------------------------------
@@ -207,9 +209,17 @@ def contact_payload(contact: Any) -> dict[str, Any]:
 _UNDEFINED = re.compile(r"^'?(?P<name>[^'\s]+)'? is undefined$")
 
 
+@lru_cache(maxsize=TEMPLATE_CACHE_SIZE)
+def _plain_outputs(template: BoundTemplate) -> PlainOutputs | None:
+    return PlainOutputs.of(template)
+
+
 def _render(source: str, context: Mapping[str, Any], *, kind: Kind, field: str,
             loc: tuple[str | int, ...] | None = None) -> str:
     template = compile_template(source, kind=kind, field=field, loc=loc)
+    shortcut = _plain_outputs(template)
+    if shortcut is not None and (text := shortcut.render(context)) is not None:
+        return text
     try:
         return template.render(**context)
     except LiquidError as exc:
