@@ -22,14 +22,17 @@ that the stdlib parser reads back what was put in.
 from __future__ import annotations
 
 import binascii
+import itertools
+import os
 import random
 import re
+import secrets
+import time
 from email import policy as email_policy
 from email.utils import format_datetime, parseaddr
 
 from clarion.delivery.channels.smtp.dkim import DkimKey, sign_message
 from clarion.kit.clock import utcnow
-from clarion.kit.ids import new_id
 from clarion.kit.mailbox import ADDR_SPEC
 
 __all__ = ["DkimKey", "build_email", "new_message_id"]
@@ -54,8 +57,19 @@ _STDLIB_POLICY = email_policy.EmailPolicy(linesep="\r\n", cte_type="7bit")
 
 
 def new_message_id(domain: str) -> str:
-    # uuid7: unique without coordination, and sorts by send time in a mail log.
-    return f"<{new_id().hex}@{domain}>"
+    """Unique without coordination (a random tag per process and a counter), and sorting by send time in a mail
+    log (the clock first, 16 hex digits until 2262). No system call per message, unlike a random UUID."""
+    return f"<{time.time_ns():016x}.{next(_message_numbers):x}.{_process_tag}@{domain}>"
+
+
+def _tag_this_process() -> None:
+    global _process_tag, _message_numbers
+    _process_tag, _message_numbers = secrets.token_hex(8), itertools.count()
+
+
+_process_tag, _message_numbers = "", itertools.count()
+_tag_this_process()
+os.register_at_fork(after_in_child=_tag_this_process)  # a forked child must not repeat its parent's ids
 
 
 _date_of_second: tuple[float, str] = (-1.0, "")
