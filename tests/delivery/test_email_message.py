@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import re
 from email import message_from_bytes, policy
 from email.header import decode_header, make_header
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 
 from clarion.delivery.channels.base import EmailPayload, OutgoingMessage
 from clarion.delivery.channels.smtp import DkimConfig, SmtpConfig, SmtpProvider
-from clarion.delivery.email_message import DkimKey, build_email
+from clarion.delivery.email_message import DkimKey, build_email, new_message_id
 from tests.delivery.smtp_server import RecordingHandler, smtp_server
 
 UNSUB_URL = "https://clarion.example.com/t/u/" + "Tok3n-" * 30  # long enough to need folding
@@ -101,10 +102,25 @@ def test_without_a_mailto_the_header_has_the_url_alone_and_html_may_be_absent() 
     assert msg.get_content_type() == "text/plain"
 
 
-def test_every_message_gets_its_own_message_id_at_the_given_domain() -> None:
-    ids = {message_from_bytes(email(), policy=policy.default)["Message-ID"] for _ in range(50)}
-    assert len(ids) == 50
-    assert all(re.fullmatch(r"<[0-9a-f]{32}@shop\.example>", str(i)) for i in ids)
+def test_every_message_gets_its_own_message_id_at_the_given_domain_in_send_order() -> None:
+    ids = [str(message_from_bytes(email(), policy=policy.default)["Message-ID"]) for _ in range(50)]
+    assert len(set(ids)) == 50
+    assert all(re.fullmatch(r"<[0-9a-f]{16}\.[0-9a-f]+\.[0-9a-f]{16}@shop\.example>", i) for i in ids)
+    assert [i.split(".")[0] for i in ids] == sorted(i.split(".")[0] for i in ids)  # the clock comes first
+
+
+def test_a_forked_process_never_repeats_its_parents_message_ids() -> None:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, then gone
+        os.write(write, new_message_id("shop.example").encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 200).decode()
+    os.close(read)
+    parent = new_message_id("shop.example")
+    assert child.split(".")[2] != parent.split(".")[2]  # its own process tag
 
 
 def test_custom_headers_are_added_but_cannot_replace_the_built_ones() -> None:
