@@ -4,6 +4,7 @@ same errors, and the session stays usable after an error (RSET)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,3 +118,28 @@ async def test_transfer_does_on_the_wire_and_answers_what_sendmail_does() -> Non
     assert ("RSET",) in commands
     assert [r[1] for r in received] == [["fan@example.com"], ["a@example.com", "b@example.com"],
                                         ["fan@example.com"], ["fän@example.com"], ["after@example.com"]]
+
+
+@dataclass
+class SlowRcptHandler(RecordingHandler):
+    """Answers RCPT only after a delay longer than the client waits."""
+
+    delay: float = 3.0
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                          rcpt_options: list[str]) -> str:
+        await asyncio.sleep(self.delay)
+        return await super().handle_RCPT(server, session, envelope, address, rcpt_options)
+
+
+@pytest.mark.parametrize("send", [_sendmail, _transfer])
+async def test_a_server_that_stops_answering_times_out_and_the_session_is_closed(send: Send) -> None:
+    with smtp_server(SlowRcptHandler()) as server:
+        smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=server.port, start_tls=False, timeout=0.3)
+        await smtp.connect()
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(aiosmtplib.SMTPTimeoutError):
+            await send(smtp, "news@shop.example", ["slow@example.com"], MESSAGE)
+        waited = asyncio.get_running_loop().time() - started
+    assert not smtp.is_connected
+    assert waited < 2.5  # within the transaction's deadline (4 replies × 0.3 s), not the server's 3 s

@@ -7,10 +7,15 @@ Clarion's envelopes are plain ASCII mailboxes and its messages already have CRLF
 same commands go out here with the same options, without the parsing; the outcome is the one sendmail gives
 (refused recipients returned, SMTPRecipientsRefused when every one is refused, SMTPSenderRefused, RSET after an
 error reply). Any other envelope goes through sendmail itself.
+
+aiosmtplib also arms a timer for every reply it waits for (asyncio.wait_for: ~10 µs each, four a message). Here
+one deadline covers the transaction, the session's timeout once per reply it waits for; past it the session,
+in an unknown state, is closed and SMTPTimeoutError raised, as aiosmtplib does when one reply is late.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import aiosmtplib
@@ -22,6 +27,7 @@ from aiosmtplib import (
     SMTPResponseException,
     SMTPSenderRefused,
     SMTPStatus,
+    SMTPTimeoutError,
 )
 
 from clarion.kit.mailbox import is_plain_mailbox
@@ -41,18 +47,28 @@ async def transfer(smtp: aiosmtplib.SMTP, sender: str, recipients: Sequence[str]
         return await smtp.sendmail(sender, list(recipients), message, mail_options=options)
     await _greet(smtp)
     mail_options = [b"size=%d" % _size(message)] if smtp.supports_extension("size") else []
+    # Replies waited for: MAIL, each RCPT, DATA's go-ahead and the final one.
+    deadline = None if smtp.timeout is None else smtp.timeout * (3 + len(recipients))
     try:
-        response = await smtp.execute_command(b"MAIL", b"FROM:<%s>" % sender.encode("ascii"), *mail_options)
-        if response.code != SMTPStatus.completed:
-            raise SMTPSenderRefused(response.code, response.message, sender)
-        refused: list[SMTPRecipientRefused] = []
-        for recipient in recipients:
-            response = await smtp.execute_command(b"RCPT", b"TO:<%s>" % recipient.encode("ascii"))
-            if response.code not in _ACCEPTED_RECIPIENT:
-                refused.append(SMTPRecipientRefused(response.code, response.message, recipient))
-        if len(refused) == len(recipients):
-            raise SMTPRecipientsRefused(refused)
-        reply = await smtp.data(message)
+        async with asyncio.timeout(deadline):
+            response = await smtp.execute_command(b"MAIL", b"FROM:<%s>" % sender.encode("ascii"), *mail_options,
+                                                  timeout=None)
+            if response.code != SMTPStatus.completed:
+                raise SMTPSenderRefused(response.code, response.message, sender)
+            refused: list[SMTPRecipientRefused] = []
+            for recipient in recipients:
+                response = await smtp.execute_command(b"RCPT", b"TO:<%s>" % recipient.encode("ascii"),
+                                                      timeout=None)
+                if response.code not in _ACCEPTED_RECIPIENT:
+                    refused.append(SMTPRecipientRefused(response.code, response.message, recipient))
+            if len(refused) == len(recipients):
+                raise SMTPRecipientsRefused(refused)
+            reply = await smtp.data(message, timeout=None)
+    except TimeoutError as exc:  # the deadline, or aiosmtplib's own (SMTPTimeoutError is a TimeoutError)
+        smtp.close()
+        if isinstance(exc, SMTPTimeoutError):
+            raise
+        raise SMTPTimeoutError(f"no reply within {deadline} s") from exc
     except (SMTPResponseException, SMTPRecipientsRefused):
         try:  # reset the envelope for the session's next message, as sendmail does
             await smtp.rset()
