@@ -32,6 +32,7 @@ from clarion.delivery.channels.smtp.config import SmtpConfig
 from clarion.delivery.channels.smtp.dkim import DkimKey, is_signed_by, sign_message
 from clarion.delivery.channels.smtp.transfer import transfer
 from clarion.errors import field_error
+from clarion.kit.mailbox import is_plain_mailbox
 
 logger = logging.getLogger("clarion.delivery.smtp")
 
@@ -66,6 +67,8 @@ def _envelope_problem(sender: str, recipients: tuple[str, ...]) -> str | None:
     if not recipients:
         return "no envelope recipient"
     for role, address in (("sender", sender), *(("recipient", r) for r in recipients)):
+        if is_plain_mailbox(address):
+            continue  # the usual case, settled by one regular expression
         local, at, domain = address.rpartition("@")
         if not at or not local or not domain or any(c.isspace() or c in "<>" for c in address):
             return f"envelope {role} {address!r} is not a mailbox"
