@@ -14,7 +14,7 @@ import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from clarion.delivery.channels.base import EmailPayload, OutgoingMessage
@@ -259,6 +259,9 @@ def _canonical(text: str) -> str:
        to_name=_header_text(60, controls=False), reply_name=_header_text(60, controls=False),
        quoted=st.booleans(), from_address=_ADDRESS, to_address=_ADDRESS, reply_address=_ADDRESS,
        text=_BODY, html=st.one_of(st.none(), _BODY))
+# The stdlib's address parser crashed on this display name (CPython 3.11): it is now written encoded, as text.
+@example(subject="", from_name="", to_name="", reply_name=".=?", quoted=False, from_address="0@0.aa",
+         to_address="0@0.aa", reply_address="0@0.aa", text="", html=None)
 def test_any_message_parses_back_to_what_was_put_in(
         subject: str, from_name: str, to_name: str, reply_name: str, quoted: bool, from_address: str,
         to_address: str, reply_address: str, text: str, html: str | None) -> None:

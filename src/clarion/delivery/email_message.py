@@ -217,9 +217,11 @@ _UNESCAPE = re.compile(r"\\(.)")
 
 def _display_name(header: str, name: str) -> str:
     room = MAX_LINE - len(header) - 2
-    if _ATOM_PHRASE.fullmatch(name) and max(map(len, name.split(" "))) <= room:
+    # A name holding "=?" is always encoded: a reader could take it, even quoted, for an encoded-word.
+    plain = "=?" not in name
+    if plain and _ATOM_PHRASE.fullmatch(name) and max(map(len, name.split(" "))) <= room:
         return name
-    if name.isascii() and name.isprintable():
+    if plain and name.isascii() and name.isprintable():
         quoted = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
         if max(map(len, quoted.split(" "))) <= room:
             return quoted
@@ -231,7 +233,13 @@ def _mailbox_header(name: str, value: str, what: str) -> str:
     _check_header_value(what, value)
     match = _MAILBOX.fullmatch(value)
     if match is None or "=?" in value:
-        return _stdlib_address_header(name, value, what)
+        # The stdlib decodes encoded-words a caller wrote ("=?utf-8?q?Zo=C3=AB?= <…>" names Zoë).
+        try:
+            return _stdlib_address_header(name, value, what)
+        except ValueError:
+            if match is None or "=?" in (match["bare"] or match["addr"]):
+                raise
+            # It trips over some names holding "=?" (a '.=?' did): written here, encoded, as the text it is.
     if match["bare"] is not None:
         if len(name) + 2 + len(match["bare"]) > MAX_LINE:
             # A bare address has no space to fold at; as an angle-addr on a line of its own it is the same
@@ -254,8 +262,13 @@ def _stdlib_address_header(name: str, value: str, what: str) -> str:
 
 
 def _stdlib_header(name: str, value: str) -> str:
-    header = _STDLIB_POLICY.header_store_parse(name, value)
-    return _STDLIB_POLICY.fold_binary(*header).decode("ascii")
+    try:
+        header = _STDLIB_POLICY.header_store_parse(name, value)
+        return _STDLIB_POLICY.fold_binary(*header).decode("ascii")
+    except (AttributeError, IndexError, TypeError) as exc:
+        # The stdlib's header parser has inputs it trips over (a display name of '.=?' did, CPython 3.11):
+        # such a value is refused like any other that cannot be written, not a crash.
+        raise ValueError(f"header {name} cannot be written from {value!r}") from exc
 
 
 def _custom_header(name: str, value: str) -> str:
