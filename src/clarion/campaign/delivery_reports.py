@@ -68,7 +68,8 @@ async def retry_late_failures(session: AsyncSession, failures: list[LateFailure]
         per_campaign[row.campaign_id] += 1
         if row.scheduled_send_date is not None:
             per_day[(row.campaign_id, row.scheduled_send_date)] += 1
-    await repo.requeue(session, rows, now=now)
+    # Locked and still `sent` (still_sent, under lock_recipients): nothing can have moved them since.
+    await sending_repository.mark_retry(session, rows, now=now, unsend=True)
     for campaign_id in sorted(per_campaign):  # one lock order for every writer
         count = per_campaign[campaign_id]
         await sending_repository.add_counters(session, campaign_id, sent=-count, pending=count)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.campaign.sending_repository import _REF_COLUMNS  # one row shape for every recipient look-up
@@ -55,21 +55,8 @@ async def by_ids(session: AsyncSession, tenant_id: uuid.UUID, recipient_ids: lis
 
 async def still_sent(session: AsyncSession, ids: list[int]) -> list[RetryRow]:
     """The given recipients that are still `sent`, with what the retry rule needs. The caller holds their locks
-    (sending_repository.lock_recipients) so nothing moves them before requeue() writes."""
+    (sending_repository.lock_recipients) so nothing moves them before they are requeued (mark_retry)."""
     stmt = (select(R.id, R.campaign_id, R.retry_count, R.scheduled_send_date, Campaign.max_attempts, Campaign.status)
             .join(Campaign, Campaign.id == R.campaign_id)
             .where(R.id.in_(ids), R.status == "sent").order_by(R.id))
     return [RetryRow(*row) for row in (await session.execute(stmt)).all()]
-
-
-async def requeue(session: AsyncSession, rows: list[dict[str, Any]], *, now: datetime) -> None:
-    """rows: {"rid", "reason", "retry_at"}: a sent message the provider gave up on for now goes back to pending,
-    one more attempt counted, unsent again (sent_at cleared: the `sent` counter follows it)."""
-    if not rows:
-        return
-    table = R.__table__
-    stmt = (update(table).where(table.c.id == bindparam("rid"), table.c.status == "sent")
-            .values(status="pending", retry_count=table.c.retry_count + 1, send_after=bindparam("retry_at"),
-                    sent_at=None, failure_reason=bindparam("reason"), lease_owner=None, lease_expires_at=None,
-                    updated_at=now))
-    await session.execute(stmt, rows)

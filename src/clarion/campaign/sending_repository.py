@@ -132,11 +132,14 @@ async def mark_sent(session: AsyncSession, rows: list[dict[str, Any]], *, now: d
         "lease_owner": None, "lease_expires_at": None, "updated_at": now, "channel_config_id": given["ccid"]})
 
 
-async def mark_retry(session: AsyncSession, rows: list[dict[str, Any]], *, now: datetime) -> None:
-    """rows: {"rid", "reason", "retry_at"}: back to pending, one more attempt counted."""
+async def mark_retry(session: AsyncSession, rows: list[dict[str, Any]], *, now: datetime,
+                     unsend: bool = False) -> None:
+    """rows: {"rid", "reason", "retry_at"}: back to pending, one more attempt counted. `unsend`: the rows were
+    `sent` (a provider gave up on the message after accepting it), so sent_at is cleared too."""
     await _update_each(session, rows, {"reason": Text(), "retry_at": UTCDateTime()}, lambda given: {
         "status": "pending", "retry_count": R.__table__.c.retry_count + 1, "failure_reason": given["reason"],
-        "send_after": given["retry_at"], "lease_owner": None, "lease_expires_at": None, "updated_at": now})
+        "send_after": given["retry_at"], "lease_owner": None, "lease_expires_at": None, "updated_at": now,
+        **({"sent_at": None} if unsend else {})})
 
 
 async def mark_finished(session: AsyncSession, rows: list[dict[str, Any]], *, status: str, now: datetime) -> None:

@@ -86,11 +86,8 @@ class Links:
     base_url: str
     secret: str
 
-    def unsubscribe(self, recipient_id: int) -> str:
-        return tracking_urls.unsubscribe_url(self.base_url, self.secret, recipient_id)
-
     def view_in_browser(self, recipient_id: int) -> str:
-        # Signed like the tracking tokens, so a future /t/v endpoint can serve it without a lookup table.
+        # Signed like the tracking tokens, so /t/v serves it without a lookup table.
         return f"{self.base_url}/t/v/{signer_for(self.secret).sign('view', (recipient_id,))}"
 
 
@@ -105,6 +102,7 @@ class Rendered:
     text: str = ""
     fields: dict[str, Any] | None = None
     unsubscribe_url: str | None = None  # the one the template saw; List-Unsubscribe names the same
+    unsubscribe_token: str | None = None  # the recipient's, signed once for the URL and List-Unsubscribe's mailto
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +206,8 @@ def render_one(
 ) -> Rendered:
     """Render one recipient's message. Raises rendering.RenderError (or css_inline.InlineError) when the template
     needs data this contact lacks."""
-    unsubscribe_url = unsubscribe_url or links.unsubscribe(recipient_id)
+    unsubscribe_token = tracking_urls.unsubscribe_token(links.secret, recipient_id)
+    unsubscribe_url = unsubscribe_url or tracking_urls.unsubscribe_url_of(links.base_url, unsubscribe_token)
     context = rendering.build_context(
         contact,
         campaign={"id": str(campaign.id), "name": campaign.name},
@@ -224,7 +223,7 @@ def render_one(
     if content.email is not None:
         email = rendering.render_email(content.email, context)
         return Rendered(recipient_id, to, subject=email.subject, html=email.html, text=email.text,
-                        unsubscribe_url=unsubscribe_url)
+                        unsubscribe_url=unsubscribe_url, unsubscribe_token=unsubscribe_token)
     if content.whatsapp_name is not None:
         components = rendering.render_whatsapp_components(content.whatsapp_components or [], context)
         return Rendered(
@@ -353,8 +352,8 @@ def build_message(
         )
     assert sender is not None
     mailto_target = sender.reply_to or sender.from_address
-    token = tracking_urls.unsubscribe_token(links.secret, message.recipient_id)
-    unsubscribe_url = unsubscribe_url or message.unsubscribe_url or links.unsubscribe(message.recipient_id)
+    token = message.unsubscribe_token or tracking_urls.unsubscribe_token(links.secret, message.recipient_id)
+    unsubscribe_url = unsubscribe_url or message.unsubscribe_url or tracking_urls.unsubscribe_url_of(links.base_url, token)
     raw = build_email(
         from_addr=sender.from_header,
         to_addr=message.to,

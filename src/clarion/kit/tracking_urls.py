@@ -50,7 +50,12 @@ def click_url(base_url: str, secret: str, recipient_id: int, link_id: int) -> st
 
 
 def unsubscribe_url(base_url: str, secret: str, recipient_id: int) -> str:
-    return f"{base_url.rstrip('/')}{_PATHS[UNSUBSCRIBE]}{_token(secret, UNSUBSCRIBE, (recipient_id,))}"
+    return unsubscribe_url_of(base_url, unsubscribe_token(secret, recipient_id))
+
+
+def unsubscribe_url_of(base_url: str, token: str) -> str:
+    """The one-click unsubscribe URL of an unsubscribe_token."""
+    return f"{base_url.rstrip('/')}{_PATHS[UNSUBSCRIBE]}{token}"
 
 
 def unsubscribe_token(secret: str, recipient_id: int) -> str:

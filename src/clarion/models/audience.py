@@ -33,10 +33,9 @@ class Contact(UUIDPrimaryKey, TenantOwned, Timestamps, Base):
               sqlite_where=text("telegram_chat_id IS NOT NULL"), postgresql_where=text("telegram_chat_id IS NOT NULL")),
     )
 
-    # Without the index TenantOwned gives: UNIQUE(tenant_id, email) begins with tenant_id and holds every contact
-    # (NULL emails too, on both databases), so it serves per-tenant scans and the tenant foreign key; one b-tree
-    # less to update per contact written (an import writes a million).
-    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    # UNIQUE(tenant_id, email) holds every contact (NULL emails too, on both databases): one b-tree less to update
+    # per contact written (an import writes a million).
+    tenant_id_index = False
     email: Mapped[str | None] = mapped_column(String(320))
     phone: Mapped[str | None] = mapped_column(String(20))
     first_name: Mapped[str | None] = mapped_column(String(200))
@@ -112,6 +111,7 @@ class PushSubscription(UUIDPrimaryKey, TenantOwned, Base):
 
     __tablename__ = "push_subscriptions"
     __table_args__ = (UniqueConstraint("tenant_id", "endpoint"), Index(None, "contact_id"))
+    tenant_id_index = False  # UNIQUE(tenant_id, endpoint)
 
     contact_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
     endpoint: Mapped[str] = mapped_column(String(2048))

@@ -86,6 +86,7 @@ class WebhookCall(TenantOwned, Base):
         Index("ix_webhook_calls_tenant_id_provider_id", "tenant_id", "provider", "id"),
         Index("ix_webhook_calls_received_at", "received_at"),
     )
+    tenant_id_index = False  # ix_webhook_calls_tenant_id_id
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     # The row outlives its account (the audit trail of a deleted channel stays until retention removes it).
