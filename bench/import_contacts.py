@@ -140,7 +140,7 @@ async def clarion_stages(url: str, csv_path: Path) -> Stages:
     from clarion.config import get_settings
     from clarion.db import Database
     from clarion.kit.clock import utcnow
-    from clarion.kit.gc_tuning import rarer_young_collections
+    from clarion.kit.interpreter import rarer_young_collections
 
     chunk_rows = get_settings().import_chunk_rows
     stages = Stages()
@@ -158,9 +158,9 @@ async def clarion_stages(url: str, csv_path: Path) -> Stages:
                 optimistic = True  # as the importer: no lookups until a chunk meets an existing contact
                 while not source.exhausted:
                     with stages.timing("read CSV"):
-                        records, _ = source.read(chunk_rows)
+                        lines, cells, _ = source.read(chunk_rows)
                     with stages.timing("validate"):
-                        rows, _ = validate_chunk(columns, None, records)
+                        rows, _ = validate_chunk(columns, None, lines, cells)
                     written = False
                     if optimistic:
                         with stages.timing("plan"):

@@ -178,7 +178,7 @@ async def pipeline(url: str, data_dir: Path, port: int, messages: int,
     from clarion.config import Settings
     from clarion.db import Database
     from clarion.delivery.dispatch import Dispatcher
-    from clarion.kit.gc_tuning import freeze_startup_objects
+    from clarion.kit.interpreter import freeze_startup_objects
     from clarion.migrate import upgrade
     from clarion.models import CampaignRecipient
     from clarion.tenancy import service as tenancy

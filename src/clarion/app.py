@@ -15,7 +15,7 @@ from clarion.api import api_router
 from clarion.config import Settings, get_settings
 from clarion.db import Database
 from clarion.errors import install_error_handlers, problem
-from clarion.kit.gc_tuning import freeze_startup_objects
+from clarion.kit.interpreter import freeze_startup_objects
 from clarion.tracking.public_endpoints import router as public_tracking_router
 from clarion.tracking.public_endpoints import serve_fast as serve_tracking_hit
 from clarion.tracking.webhooks_endpoints import public_router as webhooks_router

@@ -1,7 +1,8 @@
 """The set-based SQL of a contact import: per chunk one lookup, then bulk inserts and updates.
 
-Dialect differences of the import live here: PostgreSQL gets array parameters and COPY, SQLite a JSON-array
-parameter and the driver's executemany of pre-serialised values. Every statement is scoped to the repository's tenant.
+Dialect differences of the import live here: PostgreSQL gets a JSON-array parameter for the lookup and COPY text
+for the inserts; SQLite a JSON-array parameter and validated rows bound as they are into a stage, moved into
+contacts by one INSERT … SELECT. Every statement is scoped to the repository's tenant.
 New contacts get no subscription rows: their default consent is two columns of the contact (see audience.consent).
 """
 
@@ -12,6 +13,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import groupby
 from typing import Any
 
 from sqlalchemy import String, bindparam, text, update
@@ -28,8 +30,9 @@ from clarion.audience.import_validation import (
     PHONE,
     TAGS_JSON,
     TIMEZONE,
+    ImportRow,
 )
-from clarion.kit.ids import new_id_hexes
+from clarion.kit.ids import new_id_hexes, reserve_stamps
 from clarion.kit.repository import TenantRepository, in_chunks
 from clarion.models import Contact
 
@@ -221,10 +224,9 @@ class ContactImportRepo(TenantRepository[Contact]):
         for chunk in in_chunks(params, _BATCH):
             await self.session.execute(stmt, chunk)
 
-    def _serialised_rows(self, contacts: Sequence[NewRow | PlannedContact], tenant: Any, stamp: Any,
-                         source: str) -> list[tuple[Any, ...]]:
-        """Contact rows as the driver takes them, in _CONTACT_COLUMNS order: JSON already text, ids as the 32 hex
-        digits SQLite stores and PostgreSQL's COPY parses."""
+    def _copy_rows(self, contacts: Sequence[NewRow | PlannedContact], tenant: str, stamp: str,
+                   source: str) -> list[tuple[Any, ...]]:
+        """(PostgreSQL) Contact rows for COPY, in _CONTACT_COLUMNS order: JSON already text, ids as 32 hex digits."""
         dumps = json.dumps
         bits_of = default_bits_of
         rows = []
@@ -250,18 +252,27 @@ class ContactImportRepo(TenantRepository[Contact]):
         unique indexes: most of the work) does not, and in one statement it is one sqlite3_step with the GIL
         released throughout. So the importer's next chunk is read and validated while SQLite inserts this one.
         (An executemany straight into contacts would take the GIL back for every row, and while the importer
-        runs Python the driver's thread waits up to the interpreter's switch interval, 5 ms, each time.)"""
-        # SQLAlchemy would run a type processor per value (uuid, JSON, datetime): ~40% of the write. The values
-        # go to the driver already in the form those processors produce (Uuid: 32 hex digits; JSON: json.dumps;
-        # UTCDateTime: naive UTC ISO text), the one timestamp through the column's own processor.
-        stamp = Contact.__table__.c.created_at.type._cached_bind_processor(conn.dialect)(now)  # type: ignore[union-attr]
+        runs Python the driver's thread waits up to the interpreter's switch interval, 5 ms, each time.)
+
+        A validated row is bound exactly as it is (its values are those the driver takes); what every row of the
+        chunk shares (tenant, timestamps, source), the default channels that follow from its addresses, and its id
+        are filled in by the INSERT … SELECT, also without the GIL. A PlannedContact (a new contact that a later
+        row of the chunk changed) goes in with its own default channels: those of the row that created it."""
         raw = (await conn.get_raw_connection()).driver_connection
         await raw.execute(_CREATE_STAGE_SQLITE)
         await raw.execute(_EMPTY_STAGE_SQLITE)
-        await raw.executemany(_INSERT_STAGE_SQLITE, self._serialised_rows(contacts, self.tenant_id.hex, stamp, source))
+        for kind, run in groupby(contacts, type):
+            if kind is tuple:
+                await raw.executemany(_INSERT_ROWS_STAGE_SQLITE, list(run))
+            else:
+                await raw.executemany(_INSERT_PLANNED_STAGE_SQLITE, [_planned_stage_row(c) for c in run])
+        # The values SQLAlchemy's type processors would produce: UTCDateTime's naive UTC ISO text, Uuid's 32 hex digits.
+        to_text = Contact.__table__.c.created_at.type._cached_bind_processor(conn.dialect)  # type: ignore[union-attr]
+        params = {"first_stamp": reserve_stamps(len(contacts)), "tenant_id": self.tenant_id.hex, "now": to_text(now),
+                  "source": source}
         if handed_over is not None:
             handed_over()
-        await raw.execute(_INSERT_CONTACTS_FROM_STAGE_SQLITE)
+        await raw.execute(_INSERT_CONTACTS_FROM_STAGE_SQLITE, params)
 
     async def _copy_inserts(self, conn: AsyncConnection, contacts: Sequence[NewRow | PlannedContact],
                             now: datetime, source: str) -> None:
@@ -273,11 +284,11 @@ class ContactImportRepo(TenantRepository[Contact]):
         tenant, stamp = str(self.tenant_id), now.isoformat()
         async with raw.cursor() as cursor, cursor.copy(_COPY_CONTACTS_PG) as copy:
             for piece in in_chunks(contacts, _COPY_PIECE):
-                await copy.write(copy_text(self._serialised_rows(piece, tenant, stamp, source)))
+                await copy.write(copy_text(self._copy_rows(piece, tenant, stamp, source)))
 
 
 def copy_text(rows: Sequence[tuple[Any, ...]]) -> str:
-    """_serialised_rows' rows as the lines of a text-format COPY: tab-separated, None as \\N, and a backslash, tab,
+    """_copy_rows' rows as the lines of a text-format COPY: tab-separated, None as \\N, and a backslash, tab,
     newline or carriage return inside a value escaped. Only columns 2–9 (names, addresses, locale, time zone, JSON)
     can be None or hold such characters (ids, times, the bits and the source never do). Most rows need no escape:
     each is formatted directly, and counted to prove it. Its backslashes must be exactly the \\N of its None
@@ -301,14 +312,39 @@ def copy_text(rows: Sequence[tuple[Any, ...]]) -> str:
 
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _planned_stage_row(planned: PlannedContact) -> tuple[Any, ...]:
+    return (None, planned.email, planned.phone, planned.first_name, planned.last_name, planned.locale,
+            planned.timezone,
+            planned.tags_json if planned.tags_json is not None else json.dumps(planned.tags),
+            planned.attributes_json if planned.attributes_json is not None else json.dumps(planned.attributes),
+            planned.default_channels)
+
+
 # The stage lives in the connection's temporary database: private to it, and gone with it. It is emptied before
 # each use: a chunk whose insert failed (the savepoint rolled back) or an import that ended early leave nothing
-# that the next use would insert. Its rowid keeps file order, so ids still rise in that order.
-_STAGE = "temp.contact_import_stage"
-_CREATE_STAGE_SQLITE = f"CREATE TABLE IF NOT EXISTS {_STAGE} ({', '.join(_CONTACT_COLUMNS)})"
+# that the next use would insert. Its columns are ImportRow's, then a PlannedContact's default channels (NULL for
+# a row: they follow from its addresses). Its rowid keeps file order, so ids rise in that order.
+_STAGE = "temp.contact_import_rows"
+_STAGE_COLUMNS = (*ImportRow._fields, "default_channels")
+_CREATE_STAGE_SQLITE = f"CREATE TABLE IF NOT EXISTS {_STAGE} ({', '.join(_STAGE_COLUMNS)})"
 _EMPTY_STAGE_SQLITE = f"DELETE FROM {_STAGE}"
-_INSERT_STAGE_SQLITE = (f"INSERT INTO {_STAGE} ({', '.join(_CONTACT_COLUMNS)}) "
-                        f"VALUES ({', '.join('?' * len(_CONTACT_COLUMNS))})")
-_INSERT_CONTACTS_FROM_STAGE_SQLITE = (f"INSERT INTO contacts ({', '.join(_CONTACT_COLUMNS)}) "
-                                      f"SELECT {', '.join(_CONTACT_COLUMNS)} FROM {_STAGE} ORDER BY rowid")
+_INSERT_ROWS_STAGE_SQLITE = (f"INSERT INTO {_STAGE} ({', '.join(ImportRow._fields)}) "
+                             f"VALUES ({', '.join('?' * len(ImportRow._fields))})")
+_INSERT_PLANNED_STAGE_SQLITE = (f"INSERT INTO {_STAGE} ({', '.join(_STAGE_COLUMNS)}) "
+                                f"VALUES ({', '.join('?' * len(_STAGE_COLUMNS))})")
+# kit.ids' layout (see reserve_stamps), one stamp per stage row in rowid order, as two 64-bit halves: the
+# millisecond, the version (7) and the counter; the variant (0b10, the sign bit and the next) and 62 random bits.
+_STAMP = f"(:first_stamp + rowid - (SELECT min(rowid) FROM {_STAGE}))"
+_NEW_ID_SQLITE = (f"printf('%016x%016x', (({_STAMP} >> 12) << 16) | 28672 | ({_STAMP} & 4095), "
+                  "(random() & 4611686018427387903) | -9223372036854775808)")
+_DEFAULT_CHANNELS_SQLITE = (
+    "coalesce(default_channels, CASE WHEN email IS NULL THEN "
+    f"(CASE WHEN phone IS NULL THEN {default_bits_of(None, None)} ELSE {default_bits_of(None, '')} END) ELSE "
+    f"(CASE WHEN phone IS NULL THEN {default_bits_of('', None)} ELSE {default_bits_of('', '')} END) END)")
+_INSERT_CONTACTS_FROM_STAGE_SQLITE = (
+    f"INSERT INTO contacts ({', '.join(_CONTACT_COLUMNS)}) "
+    f"SELECT {_NEW_ID_SQLITE}, :tenant_id, email, phone, first_name, last_name, locale, timezone, attributes_json, "
+    f"tags_json, :now, :now, {_DEFAULT_CHANNELS_SQLITE}, :source FROM {_STAGE} ORDER BY rowid")
 _COPY_CONTACTS_PG = f"COPY contacts ({', '.join(_CONTACT_COLUMNS)}) FROM STDIN"

@@ -105,7 +105,7 @@ async def _run_worker(concurrency: int | None) -> None:
 
     import clarion.api  # noqa: F401 - importing the route table imports every domain, which registers its jobs
     from clarion.db import Database
-    from clarion.kit.gc_tuning import freeze_startup_objects
+    from clarion.kit.interpreter import freeze_startup_objects
     from clarion.worker import Worker
 
     settings = get_settings()

@@ -47,7 +47,7 @@ from clarion.delivery.outbox_service import DatabaseOutboxIndex
 from clarion.delivery.throttle import Throttle
 from clarion.errors import ClarionError
 from clarion.kit.clock import utcnow
-from clarion.kit.gc_tuning import rarer_young_collections
+from clarion.kit.interpreter import rarer_young_collections
 
 logger = logging.getLogger("clarion.delivery.dispatch")
 
