@@ -527,10 +527,13 @@ async def test_imported_ids_are_version_7_uuids_rising_in_file_order_between_ids
     monkeypatch.setattr(app.state.settings, "import_chunk_rows", 1500)  # several chunks
     rows = 5000  # more than one millisecond's 4,096 counter values
     before = new_id()
-    response = await upload(api, "email\n" + "".join(f"id{i}@example.com\n" for i in range(rows)))
+    response = await upload(api, "email,first_name,n\n" + "".join(f"id{i}@example.com,N{i},{i}\n" for i in range(rows)))
     after = new_id()
     assert response.json() == {"created": rows, "updated": 0, "rejected": []}
-    by_email = {c["email"]: uuid.UUID(c["id"]) for c in await all_contacts(api)}
+    contacts = await all_contacts(api)
+    assert sorted((c["email"], c["first_name"], c["attributes"]) for c in contacts) == sorted(
+        (f"id{i}@example.com", f"N{i}", {"n": i}) for i in range(rows))  # every value in its own row and column
+    by_email = {c["email"]: uuid.UUID(c["id"]) for c in contacts}
     ids = [by_email[f"id{i}@example.com"] for i in range(rows)]
     assert all(i.version == 7 and i.variant == uuid.RFC_4122 for i in ids)
     assert [before, *ids, after] == sorted({before, *ids, after})  # strictly increasing, file order, no repeat

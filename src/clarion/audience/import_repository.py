@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import groupby
+from itertools import chain, groupby, islice
 from typing import Any
 
 from sqlalchemy import String, bindparam, text, update
@@ -263,7 +263,7 @@ class ContactImportRepo(TenantRepository[Contact]):
         await raw.execute(_EMPTY_STAGE_SQLITE)
         for kind, run in groupby(contacts, type):
             if kind is tuple:
-                await raw.executemany(_INSERT_ROWS_STAGE_SQLITE, list(run))
+                await _stage_rows(raw, list(run))
             else:
                 await raw.executemany(_INSERT_PLANNED_STAGE_SQLITE, [_planned_stage_row(c) for c in run])
         # The values SQLAlchemy's type processors would produce: UTCDateTime's naive UTC ISO text, Uuid's 32 hex digits.
@@ -314,6 +314,20 @@ def copy_text(rows: Sequence[tuple[Any, ...]]) -> str:
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
+async def _stage_rows(raw: Any, rows: list[NewRow]) -> None:
+    """(SQLite) Validated rows into the stage, _STAGE_ROWS_PER_INSERT rows to a statement: the driver's cost per
+    row of an executemany (fetch the parameters, step, reset) is paid once per statement instead (measured: a
+    third less time binding)."""
+    whole = len(rows) - len(rows) % _STAGE_ROWS_PER_INSERT
+    if whole:
+        values = list(chain.from_iterable(islice(rows, whole)))
+        width = len(ImportRow._fields) * _STAGE_ROWS_PER_INSERT
+        await raw.executemany(_INSERT_MANY_ROWS_STAGE_SQLITE, [values[start:start + width]
+                                                                for start in range(0, len(values), width)])
+    if whole < len(rows):
+        await raw.executemany(_INSERT_ROWS_STAGE_SQLITE, rows[whole:])
+
+
 def _planned_stage_row(planned: PlannedContact) -> tuple[Any, ...]:
     return (None, planned.email, planned.phone, planned.first_name, planned.last_name, planned.locale,
             planned.timezone,
@@ -332,6 +346,9 @@ _CREATE_STAGE_SQLITE = f"CREATE TABLE IF NOT EXISTS {_STAGE} ({', '.join(_STAGE_
 _EMPTY_STAGE_SQLITE = f"DELETE FROM {_STAGE}"
 _INSERT_ROWS_STAGE_SQLITE = (f"INSERT INTO {_STAGE} ({', '.join(ImportRow._fields)}) "
                              f"VALUES ({', '.join('?' * len(ImportRow._fields))})")
+_STAGE_ROWS_PER_INSERT = 200  # 1,800 parameters: well below SQLite's limit of 32,766
+_INSERT_MANY_ROWS_STAGE_SQLITE = (f"INSERT INTO {_STAGE} ({', '.join(ImportRow._fields)}) VALUES "
+                                  + ", ".join([f"({', '.join('?' * len(ImportRow._fields))})"] * _STAGE_ROWS_PER_INSERT))
 _INSERT_PLANNED_STAGE_SQLITE = (f"INSERT INTO {_STAGE} ({', '.join(_STAGE_COLUMNS)}) "
                                 f"VALUES ({', '.join('?' * len(_STAGE_COLUMNS))})")
 # kit.ids' layout (see reserve_stamps), one stamp per stage row in rowid order, as two 64-bit halves: the
