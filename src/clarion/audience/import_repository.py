@@ -12,7 +12,7 @@ import json
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from itertools import chain, groupby, islice
 from typing import Any
 
@@ -24,9 +24,6 @@ from clarion.audience.consent import default_bits_of
 from clarion.audience.import_validation import (
     ATTRIBUTES_JSON,
     EMAIL,
-    FIRST_NAME,
-    LAST_NAME,
-    LOCALE,
     PHONE,
     TAGS_JSON,
     TIMEZONE,
@@ -224,26 +221,6 @@ class ContactImportRepo(TenantRepository[Contact]):
         for chunk in in_chunks(params, _BATCH):
             await self.session.execute(stmt, chunk)
 
-    def _copy_rows(self, contacts: Sequence[NewRow | PlannedContact], tenant: str, stamp: str,
-                   source: str) -> list[tuple[Any, ...]]:
-        """(PostgreSQL) Contact rows for COPY, in _CONTACT_COLUMNS order: JSON already text, ids as 32 hex digits."""
-        dumps = json.dumps
-        bits_of = default_bits_of
-        rows = []
-        for id_hex, c in zip(new_id_hexes(len(contacts)), contacts, strict=True):
-            if type(c) is tuple:
-                rows.append((id_hex, tenant, c[EMAIL], c[PHONE], c[FIRST_NAME], c[LAST_NAME], c[LOCALE], c[TIMEZONE],
-                             c[ATTRIBUTES_JSON], c[TAGS_JSON], stamp, stamp, bits_of(c[EMAIL], c[PHONE]), source))
-            else:
-                planned: PlannedContact = c  # type: ignore[assignment]
-                rows.append((id_hex, tenant, planned.email, planned.phone, planned.first_name, planned.last_name,
-                             planned.locale, planned.timezone,
-                             planned.attributes_json if planned.attributes_json is not None
-                             else dumps(planned.attributes),
-                             planned.tags_json if planned.tags_json is not None else dumps(planned.tags),
-                             stamp, stamp, planned.default_channels, source))
-        return rows
-
     async def _staged_inserts(self, conn: AsyncConnection, contacts: Sequence[NewRow | PlannedContact],
                               now: datetime, source: str, handed_over: Callable[[], None] | None) -> None:
         """(SQLite) The rows go into a bare temporary table first, then into contacts with one INSERT … SELECT.
@@ -277,41 +254,79 @@ class ContactImportRepo(TenantRepository[Contact]):
     async def _copy_inserts(self, conn: AsyncConnection, contacts: Sequence[NewRow | PlannedContact],
                             now: datetime, source: str) -> None:
         # COPY streams rows in the session's own transaction: several times faster than multi-row INSERTs. The
-        # chunk goes over as one text in COPY's own format, built here: psycopg's write_row (a coroutine and a
-        # dumper per value) cost ~3.8 µs a row, this ~1.7.
-        # It goes in pieces, so the server parses and inserts one while the next is built.
+        # chunk goes over in COPY's binary format, built here (copy_binary): psycopg's write_row (a coroutine and
+        # a dumper per value) cost ~3.8 µs a row. It goes in pieces, so the server inserts one while the next is
+        # built.
         raw = (await conn.get_raw_connection()).driver_connection
-        tenant, stamp = str(self.tenant_id), now.isoformat()
+        shared = CopyShared(self.tenant_id, now, source)
         async with raw.cursor() as cursor, cursor.copy(_COPY_CONTACTS_PG) as copy:
+            await copy.write(COPY_SIGNATURE)
             for piece in in_chunks(contacts, _COPY_PIECE):
-                await copy.write(copy_text(self._copy_rows(piece, tenant, stamp, source)))
+                await copy.write(copy_binary(piece, shared))
+            await copy.write(COPY_TRAILER)
 
 
-def copy_text(rows: Sequence[tuple[Any, ...]]) -> str:
-    """_copy_rows' rows as the lines of a text-format COPY: tab-separated, None as \\N, and a backslash, tab,
-    newline or carriage return inside a value escaped. Only columns 2–9 (names, addresses, locale, time zone, JSON)
-    can be None or hold such characters (ids, times, the bits and the source never do). Most rows need no escape:
-    each is formatted directly, and counted to prove it. Its backslashes must be exactly the \\N of its None
-    values, its tabs the 13 separators, and its one newline and no carriage return the line's end; any other row
-    is formatted again, value by value, with escapes."""
-    null = "\\N"
-    lines = []
-    for row in rows:
-        (id_hex, tenant, email, phone, first_name, last_name, locale, timezone, attributes, tags, created,
-         updated, channels, source) = row
-        line = (f"{id_hex}\t{tenant}\t{null if email is None else email}\t{null if phone is None else phone}\t"
-                f"{null if first_name is None else first_name}\t{null if last_name is None else last_name}\t"
-                f"{null if locale is None else locale}\t{null if timezone is None else timezone}\t"
-                f"{null if attributes is None else attributes}\t{null if tags is None else tags}\t"
-                f"{created}\t{updated}\t{channels}\t{source}\n")
-        if (line.count("\\") != row[2:10].count(None) or line.count("\t") != len(row) - 1
-                or line.count("\n") != 1 or "\r" in line):
-            line = "\t".join(null if value is None else str(value).translate(_COPY_ESCAPES) for value in row) + "\n"
-        lines.append(line)
-    return "".join(lines)
+# COPY's binary format, as PostgreSQL documents it: a signature, a flags word and a header-extension length; per row
+# its field count, then each field as a 32-bit length (-1: NULL) and the value in its type's binary form; -1 at the
+# end. The server then parses no ids, times or integers: 14.5 → 11.7 µs/row of its CPU (100,000 contacts, against
+# the text format). Rows are built as text whose characters are the bytes (latin-1), so one row is one f-string:
+# text values that are not ASCII go in as their UTF-8 bytes.
+COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+COPY_TRAILER = b"\xff\xff"
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_NULL_FIELD = "\xff\xff\xff\xff"
+_FIELD_COUNT = len(_CONTACT_COLUMNS).to_bytes(2, "big").decode("latin-1")
+_SHORT_LENGTHS = tuple(length.to_bytes(4, "big").decode("latin-1") for length in range(1024))
 
 
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+def _length(length: int) -> str:
+    return _SHORT_LENGTHS[length] if length < 1024 else length.to_bytes(4, "big").decode("latin-1")
+
+
+def _text_field(value: str | None) -> str:
+    if value is None:
+        return _NULL_FIELD
+    if not value.isascii():
+        value = value.encode().decode("latin-1")
+    return _length(len(value)) + value
+
+
+def _fixed_field(data: bytes) -> str:
+    return _length(len(data)) + data.decode("latin-1")
+
+
+class CopyShared:
+    """The fields every row of a chunk shares, encoded once."""
+
+    def __init__(self, tenant_id: uuid.UUID, now: datetime, source: str) -> None:
+        self.tenant = _fixed_field(tenant_id.bytes)
+        # timestamptz: microseconds since 2000-01-01 UTC, a signed 64-bit integer
+        self.now = _fixed_field(((now - _PG_EPOCH) // timedelta(microseconds=1)).to_bytes(8, "big", signed=True))
+        self.source = _text_field(source)
+        self.channels = {bits: _fixed_field(bits.to_bytes(4, "big", signed=True)) for bits in range(256)}
+
+
+def copy_binary(contacts: Sequence[NewRow | PlannedContact], shared: CopyShared) -> bytes:
+    """Contact rows (in _CONTACT_COLUMNS order) in COPY's binary format, without the signature and trailer. JSONB's
+    binary form is a version byte (1) and the JSON text."""
+    rows = []
+    text, bits_of, channels = _text_field, default_bits_of, shared.channels
+    head, tenant, now, source = _FIELD_COUNT + _length(16), shared.tenant, shared.now, shared.source
+    for id_hex, c in zip(new_id_hexes(len(contacts)), contacts, strict=True):
+        if type(c) is tuple:
+            email, phone, first_name, last_name, locale, timezone = c[EMAIL:TIMEZONE + 1]
+            attributes, tags, bits = c[ATTRIBUTES_JSON], c[TAGS_JSON], bits_of(c[EMAIL], c[PHONE])
+        else:
+            planned: PlannedContact = c  # type: ignore[assignment]
+            email, phone, first_name, last_name = planned.email, planned.phone, planned.first_name, planned.last_name
+            locale, timezone, bits = planned.locale, planned.timezone, planned.default_channels
+            attributes = (planned.attributes_json if planned.attributes_json is not None
+                          else json.dumps(planned.attributes))
+            tags = planned.tags_json if planned.tags_json is not None else json.dumps(planned.tags)
+        rows.append(f"{head}{bytes.fromhex(id_hex).decode('latin-1')}{tenant}{text(email)}{text(phone)}"
+                    f"{text(first_name)}{text(last_name)}{text(locale)}{text(timezone)}{text(chr(1) + attributes)}"
+                    f"{text(chr(1) + tags)}{now}{now}{channels[bits]}{source}")
+    return "".join(rows).encode("latin-1")
 
 
 async def _stage_rows(raw: Any, rows: list[NewRow]) -> None:
@@ -364,4 +379,4 @@ _INSERT_CONTACTS_FROM_STAGE_SQLITE = (
     f"INSERT INTO contacts ({', '.join(_CONTACT_COLUMNS)}) "
     f"SELECT {_NEW_ID_SQLITE}, :tenant_id, email, phone, first_name, last_name, locale, timezone, attributes_json, "
     f"tags_json, :now, :now, {_DEFAULT_CHANNELS_SQLITE}, :source FROM {_STAGE} ORDER BY rowid")
-_COPY_CONTACTS_PG = f"COPY contacts ({', '.join(_CONTACT_COLUMNS)}) FROM STDIN"
+_COPY_CONTACTS_PG = f"COPY contacts ({', '.join(_CONTACT_COLUMNS)}) FROM STDIN (FORMAT binary)"
