@@ -1,7 +1,7 @@
 """The set-based SQL of a contact import: per chunk one lookup, then bulk inserts and updates.
 
-Dialect differences of the import live here: PostgreSQL gets a JSON-array parameter for the lookup and COPY text
-for the inserts; SQLite a JSON-array parameter and validated rows bound as they are into a stage, moved into
+Dialect differences of the import live here: PostgreSQL gets a JSON-array parameter for the lookup and COPY in its
+binary format for the inserts; SQLite a JSON-array parameter and validated rows bound as they are into a stage, moved into
 contacts by one INSERT … SELECT. Every statement is scoped to the repository's tenant.
 New contacts get no subscription rows: their default consent is two columns of the contact (see audience.consent).
 """
