@@ -22,11 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.audience.consent import default_bits_of
 from clarion.audience.import_validation import (
-    ATTRIBUTES_JSON,
     EMAIL,
     PHONE,
-    TAGS_JSON,
-    TIMEZONE,
     ImportRow,
 )
 from clarion.kit.ids import new_id_hexes, reserve_stamps
@@ -80,6 +77,12 @@ class PlannedContact(ContactFields):
     phone_changed: bool = False
     tags_json: str | None = None
     attributes_json: str | None = None
+
+    def row(self) -> NewRow:
+        """This contact as a validated row (ImportRow's fields, no line): what the inserts write."""
+        return (None, self.email, self.phone, self.first_name, self.last_name, self.locale, self.timezone,
+                self.tags_json if self.tags_json is not None else json.dumps(self.tags),
+                self.attributes_json if self.attributes_json is not None else json.dumps(self.attributes))
 
 
 # A new contact exactly as its validated CSV row has it (import_validation.ImportRow's fields as a tuple): most new
@@ -242,7 +245,7 @@ class ContactImportRepo(TenantRepository[Contact]):
             if kind is tuple:
                 await _stage_rows(raw, list(run))
             else:
-                await raw.executemany(_INSERT_PLANNED_STAGE_SQLITE, [_planned_stage_row(c) for c in run])
+                await raw.executemany(_INSERT_PLANNED_STAGE_SQLITE, [(*c.row(), c.default_channels) for c in run])
         # The values SQLAlchemy's type processors would produce: UTCDateTime's naive UTC ISO text, Uuid's 32 hex digits.
         to_text = Contact.__table__.c.created_at.type._cached_bind_processor(conn.dialect)  # type: ignore[union-attr]
         params = {"first_stamp": reserve_stamps(len(contacts)), "tenant_id": self.tenant_id.hex, "now": to_text(now),
@@ -314,15 +317,11 @@ def copy_binary(contacts: Sequence[NewRow | PlannedContact], shared: CopyShared)
     head, tenant, now, source = _FIELD_COUNT + _length(16), shared.tenant, shared.now, shared.source
     for id_hex, c in zip(new_id_hexes(len(contacts)), contacts, strict=True):
         if type(c) is tuple:
-            email, phone, first_name, last_name, locale, timezone = c[EMAIL:TIMEZONE + 1]
-            attributes, tags, bits = c[ATTRIBUTES_JSON], c[TAGS_JSON], bits_of(c[EMAIL], c[PHONE])
+            row, bits = c, bits_of(c[EMAIL], c[PHONE])
         else:
             planned: PlannedContact = c  # type: ignore[assignment]
-            email, phone, first_name, last_name = planned.email, planned.phone, planned.first_name, planned.last_name
-            locale, timezone, bits = planned.locale, planned.timezone, planned.default_channels
-            attributes = (planned.attributes_json if planned.attributes_json is not None
-                          else json.dumps(planned.attributes))
-            tags = planned.tags_json if planned.tags_json is not None else json.dumps(planned.tags)
+            row, bits = planned.row(), planned.default_channels
+        _, email, phone, first_name, last_name, locale, timezone, tags, attributes = row
         rows.append(f"{head}{bytes.fromhex(id_hex).decode('latin-1')}{tenant}{text(email)}{text(phone)}"
                     f"{text(first_name)}{text(last_name)}{text(locale)}{text(timezone)}{text(chr(1) + attributes)}"
                     f"{text(chr(1) + tags)}{now}{now}{channels[bits]}{source}")
@@ -343,14 +342,6 @@ async def _stage_rows(raw: Any, rows: list[NewRow]) -> None:
         await raw.executemany(_INSERT_ROWS_STAGE_SQLITE, rows[whole:])
 
 
-def _planned_stage_row(planned: PlannedContact) -> tuple[Any, ...]:
-    return (None, planned.email, planned.phone, planned.first_name, planned.last_name, planned.locale,
-            planned.timezone,
-            planned.tags_json if planned.tags_json is not None else json.dumps(planned.tags),
-            planned.attributes_json if planned.attributes_json is not None else json.dumps(planned.attributes),
-            planned.default_channels)
-
-
 # The stage lives in the connection's temporary database: private to it, and gone with it. It is emptied before
 # each use: a chunk whose insert failed (the savepoint rolled back) or an import that ended early leave nothing
 # that the next use would insert. Its columns are ImportRow's, then a PlannedContact's default channels (NULL for
@@ -359,13 +350,17 @@ _STAGE = "temp.contact_import_rows"
 _STAGE_COLUMNS = (*ImportRow._fields, "default_channels")
 _CREATE_STAGE_SQLITE = f"CREATE TABLE IF NOT EXISTS {_STAGE} ({', '.join(_STAGE_COLUMNS)})"
 _EMPTY_STAGE_SQLITE = f"DELETE FROM {_STAGE}"
-_INSERT_ROWS_STAGE_SQLITE = (f"INSERT INTO {_STAGE} ({', '.join(ImportRow._fields)}) "
-                             f"VALUES ({', '.join('?' * len(ImportRow._fields))})")
+
+
+def _insert_into_stage(columns: Sequence[str], rows: int = 1) -> str:
+    values = f"({', '.join('?' * len(columns))})"
+    return f"INSERT INTO {_STAGE} ({', '.join(columns)}) VALUES {', '.join([values] * rows)}"
+
+
 _STAGE_ROWS_PER_INSERT = 200  # 1,800 parameters: well below SQLite's limit of 32,766
-_INSERT_MANY_ROWS_STAGE_SQLITE = (f"INSERT INTO {_STAGE} ({', '.join(ImportRow._fields)}) VALUES "
-                                  + ", ".join([f"({', '.join('?' * len(ImportRow._fields))})"] * _STAGE_ROWS_PER_INSERT))
-_INSERT_PLANNED_STAGE_SQLITE = (f"INSERT INTO {_STAGE} ({', '.join(_STAGE_COLUMNS)}) "
-                                f"VALUES ({', '.join('?' * len(_STAGE_COLUMNS))})")
+_INSERT_ROWS_STAGE_SQLITE = _insert_into_stage(ImportRow._fields)
+_INSERT_MANY_ROWS_STAGE_SQLITE = _insert_into_stage(ImportRow._fields, _STAGE_ROWS_PER_INSERT)
+_INSERT_PLANNED_STAGE_SQLITE = _insert_into_stage(_STAGE_COLUMNS)
 # kit.ids' layout (see reserve_stamps), one stamp per stage row in rowid order, as two 64-bit halves: the
 # millisecond, the version (7) and the counter; the variant (0b10, the sign bit and the next) and 62 random bits.
 _STAMP = f"(:first_stamp + rowid - (SELECT min(rowid) FROM {_STAGE}))"

@@ -196,7 +196,7 @@ def _check_tags(value: str) -> tuple[str | None, str | None]:
 
 
 _Verdict = tuple[str | None, str | None]  # (the stored value, or the reason it is rejected)
-# Distinct cells remembered per column: a column of unique values gains nothing from more; memory stays flat.
+# Distinct cells remembered per column: memory stays flat.
 _REMEMBERED = 4096
 
 
@@ -219,12 +219,12 @@ class ChunkValidator:
         # Each attribute column as (index, the start of its JSON member: its name as JSON text and ": ").
         self._attributes = tuple((index, json.dumps(name) + ": ") for index, name in columns.attributes)
         # A marketing list repeats the same few locales, time zones and tag lists on every row: each distinct
-        # cell is judged once (bounded, see _remember).
+        # cell is judged once (bounded, see _remembered).
         self._seen_locale: dict[str, _Verdict] = {}
         self._seen_timezone: dict[str, _Verdict] = {}
         self._seen_tags: dict[str, _Verdict] = {}
         # Per attribute column: cell → its JSON member (None for an empty cell).
-        self._seen_members: tuple[dict[str, str | None], ...] = tuple({"": None} for _ in self._attributes)
+        self._seen_members: tuple[dict[str, str | None], ...] = tuple({} for _ in self._attributes)
 
     def validate(self, lines: Sequence[int], cells: Sequence[list[str]]
                  ) -> tuple[list[RowTuple], list[Rejection]]:
@@ -304,53 +304,45 @@ class ChunkValidator:
                     problems.setdefault(position, []).append(f"{label} is longer than {NAME_MAX_LEN} characters")
         return [value or None for value in values]
 
-    def _judged(self, values: list[str], seen: dict[str, _Verdict], check: Callable[[str], _Verdict],
+    @staticmethod
+    def _judged(values: list[str], seen: dict[str, _Verdict], check: Callable[[str], _Verdict],
                 if_empty: str | None, problems: dict[int, list[str]]) -> list[str | None]:
         """A column whose cells are judged on their own (locale, time zone, tags): once per distinct cell."""
-        stored: dict[str, str | None] = {}
-        rejected: dict[str, str] = {}
-        for value in set(values):
-            if not value:
-                stored[value] = if_empty
-                continue
-            verdict = seen.get(value)
-            if verdict is None:
-                verdict = self._remember(seen, value, check)
-            stored[value] = verdict[0]
-            if verdict[1] is not None:
-                rejected[value] = verdict[1]
+        distinct = set(values)
+        verdicts = _remembered(seen, distinct, lambda value: check(value) if value else (if_empty, None))
+        stored = {value: verdicts[value][0] for value in distinct}
+        rejected = {value: verdicts[value][1] for value in distinct if verdicts[value][1] is not None}
         if rejected:
             for position, value in enumerate(values):
                 if value in rejected:
                     problems.setdefault(position, []).append(rejected[value])
         return list(map(stored.__getitem__, values))
 
-    @staticmethod
-    def _remember(cache: dict[str, _Verdict], key: str, check: Callable[[str], _Verdict]) -> _Verdict:
-        if len(cache) >= _REMEMBERED:
-            cache.clear()
-        verdict = cache[key] = check(key)
-        return verdict
-
     def _attributes_json(self, table: list[tuple[str, ...]], count: int) -> list[str]:
         """Each row's attributes as the JSON object text stored: its non-empty attribute cells, in column order."""
         members: list[list[str | None]] = []
         for (index, start), seen in zip(self._attributes, self._seen_members, strict=True):
             values = list(map(str.strip, table[index]))
-            distinct = set(values)
-            missing = distinct.difference(seen)
-            if len(seen) + len(missing) > _REMEMBERED:
-                seen.clear()
-                seen[""] = None
-                missing = distinct.difference(seen)
-            for value in missing:
-                seen[value] = start + _json_scalar(attribute_value(value))
-            members.append(list(map(seen.__getitem__, values)))
+            member = _remembered(seen, set(values),
+                                 lambda value, start=start: start + _json_scalar(attribute_value(value)) if value else None)
+            members.append(list(map(member.__getitem__, values)))
         if not members:
             return [EMPTY_OBJECT_JSON] * count
         if not any(None in column for column in members):
             return list(map(("{{" + ", ".join(["{}"] * len(members)) + "}}").format, *members))
         return ["{" + ", ".join(filter(None, row)) + "}" for row in zip(*members, strict=True)]
+
+
+def _remembered(seen: dict[str, Any], distinct: set[str], judge: Callable[[str], Any]) -> dict[str, Any]:
+    """`seen`, holding the judgement of every value in `distinct`: `judge` is called for the ones not seen yet.
+    Emptied first when it would outgrow _REMEMBERED (a column of unique values gains nothing from more)."""
+    missing = distinct.difference(seen)
+    if missing and len(seen) + len(missing) > _REMEMBERED:
+        seen.clear()
+        missing = distinct
+    for value in missing:
+        seen[value] = judge(value)
+    return seen
 
 
 # One validator per (layout, region) for the life of the process, so the per-domain email verdicts and the
