@@ -76,6 +76,12 @@ def _rendered_text(source: str, v1: str, v2: str) -> tuple[str, str] | None:
 @example(source="<p>a <{{ v1 }} b</p>", v1="b", v2="")
 @example(source="<p><a href={{ v1 }}>go</a></p>", v1="x onclick=y", v2="")
 @example(source="<p title='{{ v1 }}'>{{ v2 | safe }}</p>", v1="it's", v2="<i>x</i>")
+@example(source='<p><a href="{{ v1 }}">{{ v1 }}</a> <a href="{{ v2 }}">mail</a></p>', v1="https://x.test/",
+         v2="mailto:mail")
+@example(source='<p><a href="{{ v1 }}">{{ v2 }}</a> and <a href="{{ v1 }}">x</a></p>', v1="#top", v2=" ")
+@example(source='<a href="{{ v1 }}">go<p>{{ v2 }}</a>', v1="https://x.test", v2="go")
+@example(source='<p>x</p><a href="https://x.test">go<p>more</a>{{ v1 }}', v1="", v2="")
+@example(source='<pre>{{ v1 }}\n  <a href="{{ v2 }}"> </a></pre><p>{{ v2 }}</p>', v1="  a  b ", v2="")
 def test_the_planned_text_is_html_to_text_of_the_rendered_html(source: str, v1: str, v2: str) -> None:
     texts = _rendered_text(source, v1, v2)
     if texts is not None:
@@ -97,6 +103,26 @@ def test_a_newsletter_gets_a_plan_and_the_same_text_for_every_contact() -> None:
                                 unsubscribe_url="https://c.test/t/u/tok?a=1&b=2", view_in_browser_url="v")
         html = render_html(source, context)
         assert render_email(EmailParts(subject="s", body_html=source), context).text == html_to_text(html)
+
+
+def test_a_plan_is_compiled_and_replays_its_calls_only_for_values_it_cannot_vouch_for(monkeypatch) -> None:
+    """The plan's compiled form gives the text of a usual message without replaying the template's parse; a value
+    that changes which lines or links there are (an empty label, an empty or "#" URL) is replayed."""
+    source = ('<html><head><style>p { color: red }</style></head><body><h1>Hi {{ v1 | default: "friend" }}</h1>'
+              '<p>Shop <a href="https://shop.example/">here</a>, in {{ v2 }}.</p>'
+              '<p><a href="{{ v2 }}">{{ v1 }}</a></p><pre>{{ v1 }}  {{ v2 }}</pre></body></html>')
+    plan = plan_text(source, piece_ok=rendering._is_html_template)
+    assert plan is not None and plan.compiled
+    replays = []
+    replay = type(plan)._replay
+    monkeypatch.setattr(type(plan), "_replay", lambda self, values: replays.append(values) or replay(self, values))
+    for v1, v2 in [("Ada", "https://x.test/"), ("  Ada  L ", "mailto:Ada"), ("Ada", "Ada"), ("", "Rome"),
+                   (" ", "https://x.test/"), ("Ada", ""), ("Ada", "#top")]:
+        context = {"v1": v1, "v2": v2}
+        text = plan.text(lambda pieces, context=context: render_html(pieces, context))
+        assert text == html_to_text(render_html(source, context))
+    # v1 "" and " " leave the last link without a label, v2 "" and "#top" hide it: those four are replayed
+    assert [values[3] for values in replays] == ["", " ", "Ada", "Ada"]
 
 
 def test_templates_beyond_a_plan_fall_back_to_parsing_each_message() -> None:

@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
+from markupsafe import Markup
 
 from clarion.content import rendering
 from clarion.content.rendering import (
@@ -38,6 +39,25 @@ def test_context_holds_only_plain_data() -> None:
     assert set(ctx) == {"contact", "campaign", "unsubscribe_url", "view_in_browser_url"}
     with pytest.raises(TypeError, match="campaign.owner: object is not plain data"):
         build_context({}, campaign={"owner": object()}, variables={}, unsubscribe_url="u", view_in_browser_url="v")
+    with pytest.raises(TypeError, match=r"contact.attributes.kids\[1\].pet: object is not plain data"):
+        build_context({"attributes": {"kids": [{"pet": "cat"}, {"pet": object()}]}}, campaign=None, variables={},
+                      unsubscribe_url="u", view_in_browser_url="v")
+    # Markup is a str, but reaches a template as plain text: autoescaping still applies to it.
+    ctx = build_context({"first_name": Markup("<b>Ada</b>"), "tags": ("a", "b")}, campaign=None, variables={},
+                        unsubscribe_url="u", view_in_browser_url="v")
+    assert type(ctx["contact"]["first_name"]) is str and ctx["contact"]["tags"] == ["a", "b"]
+    assert render_html("{{ contact.first_name }}", ctx) == "&lt;b&gt;Ada&lt;/b&gt;"
+
+
+def test_may_read_is_false_only_when_no_template_can_name_the_value() -> None:
+    plain_parts = [("text", "Hi {{ contact.first_name }}"), ("html", '<a href="{{ unsubscribe_url }}">x</a>'),
+                   ("html", None)]
+    assert not rendering.may_read("view_in_browser_url", plain_parts)
+    assert rendering.may_read("unsubscribe_url", plain_parts)
+    for reader in ['<a href="{{ view_in_browser_url | default: "#" }}">web</a>',
+                   '{% assign v = "view_in_browser_url" %}{{ [v] }}', "{{ view_in_browser_url | upcase }}",
+                   "{% if x %}{% endif %}", "{{ broken"]:
+        assert rendering.may_read("view_in_browser_url", [*plain_parts, ("html", reader)]), reader
 
 
 def test_defaults_fill_only_missing_values() -> None:

@@ -4,7 +4,8 @@ rendered for many contacts.
 html_to_text parses each rendered message, and most of that work is the same for every contact of a campaign:
 only the template's `{{ … }}` outputs differ. A TextPlan parses the *template* once and keeps the calls the
 text extractor receives, with the outputs left in the text and quoted attribute values they sit in; per message
-only those pieces are rendered, and the calls replayed. The text is exactly html_to_text's:
+only those pieces are rendered, and the text is put together from a compiled form of the calls (the calls are
+replayed for a message whose values would change what they decide). The text is exactly html_to_text's:
 
 - the plan exists only for templates whose template syntax is all plain outputs inside text or quoted attribute
   values (no tags, no whitespace control, nothing in a tag name, comment or declaration); otherwise None;
@@ -27,6 +28,7 @@ from typing import Any
 _BLOCK_TAGS = {"p", "div", "section", "article", "header", "footer", "table", "tr", "ul", "ol", "blockquote",
                "h1", "h2", "h3", "h4", "h5", "h6", "pre", "hr", "center", "main", "aside", "nav", "form"}
 _SKIPPED_TAGS = {"style", "script", "head", "title", "template", "noscript"}
+_HIDDEN_HREF = ("#", "javascript:")  # links whose URL the text does not show
 
 
 class _TextExtractor(HTMLParser):
@@ -86,7 +88,7 @@ class _TextExtractor(HTMLParser):
         elif tag == "a" and self.links:
             href, start = self.links.pop()
             label = " ".join("".join(self.current)[start:].split())
-            if href and not href.startswith(("#", "javascript:")):
+            if href and not href.startswith(_HIDDEN_HREF):
                 if not label:
                     self.current.append(href)
                 elif label not in (href, href.removeprefix("mailto:")):
@@ -168,6 +170,12 @@ class TextPlan:
                          for name, value in payload]  # type: ignore[attr-defined]
                 dynamic = any(i >= 0 for _, _, i in attrs)
                 self._calls.append((handler, tag, attrs if dynamic else [(n, v) for n, v, _ in attrs], dynamic))
+        self._compiled = _compile(self._calls, len(self._pieces))
+
+    @property
+    def compiled(self) -> bool:
+        """Whether most messages' text comes from the compiled form, without replaying the calls."""
+        return self._compiled is not None
 
     def text(self, render: Callable[[str], str]) -> str | None:
         """The text part for one message, `render` rendering template source (`self.source`) for it; None when a
@@ -180,6 +188,11 @@ class TextPlan:
             if piece.forbidden in value:
                 return None
             values.append(unescape(value) if piece.decode and value else value)
+        if self._compiled is not None and (text := self._compiled.text(values)) is not None:
+            return text
+        return self._replay(values)
+
+    def _replay(self, values: list[str]) -> str:
         out = _TextExtractor()
         handlers = {"data": out.handle_data, "endtag": out.handle_endtag, "starttag": out.handle_starttag,
                     "startendtag": out.handle_startendtag}
@@ -192,6 +205,175 @@ class TextPlan:
                 handlers[handler](tag, [(name, values[i] if i >= 0 else value) for name, value, i in payload]
                                   if dynamic else payload)
         return out.text()
+
+
+# --- the compiled plan ----------------------------------------------------------------------------------------
+# Replaying the calls costs a method call per tag and text of the template, for every message. Most of what
+# they decide is the same whatever the values: which lines there are, which are blank, which links get a
+# " (url)". _Compiler replays them once with each piece's value as a placeholder (a private-use character, one
+# per piece), and keeps as slots only what a value can change:
+# - a line holding values: its text, joined from static text and values and collapsed (unless in <pre>) per
+#   message; a line that comes out empty would have been dropped, so that message is replayed instead;
+# - a link whose label or URL holds values: " (url)" or nothing, by the extractor's own comparison, per message
+#   (an empty label would have shown the URL instead: replayed);
+# - a URL that is a value: the link is shown only for a value that is not empty and not "#…"/"javascript:…";
+#   any other value is replayed.
+# A link whose label starts on one line and ends on another, with values on either, is beyond it: no compiled
+# plan. Joining the lines and the final strip happen per message, exactly as the extractor does them.
+
+_SLOT_BASE = 0xE000
+_SLOT_COUNT = 0xF900 - _SLOT_BASE
+_SLOT_CHARACTER = re.compile("[\ue000-\uf8ff]")
+Recipe = tuple[str | int, ...]  # static text and slot numbers, joined per message
+
+
+def _recipe(text: str) -> Recipe:
+    parts: list[str | int] = []
+    at = 0
+    for match in _SLOT_CHARACTER.finditer(text):
+        if match.start() > at:
+            parts.append(text[at:match.start()])
+        parts.append(ord(match.group()) - _SLOT_BASE)
+        at = match.end()
+    if at < len(text):
+        parts.append(text[at:])
+    return tuple(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class _LineSlot:
+    recipe: Recipe
+    pre: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _LinkSlot:
+    label: Recipe
+    href: str | int  # static, or the slot of the value it is
+
+
+class _CompiledText:
+    """A plan's text as slots over its values (see above); text() is None for a message it cannot vouch for."""
+
+    def __init__(self, slots: list[_LineSlot | _LinkSlot], lines: Recipe, href_slots: list[int]) -> None:
+        self._slots = slots
+        self._lines = lines
+        self._href_slots = href_slots
+
+    def text(self, values: list[str]) -> str | None:
+        for i in self._href_slots:
+            href = values[i]
+            if not href or href.startswith(_HIDDEN_HREF):
+                return None
+        resolved: list[str] = list(values)
+        for slot in self._slots:
+            if type(slot) is _LineSlot:
+                text = _join(slot.recipe, resolved)
+                line = text if slot.pre else " ".join(text.split())
+                if not line:
+                    return None
+                resolved.append(line)
+                continue
+            label = " ".join(_join(slot.label, resolved).split())  # type: ignore[union-attr]
+            if not label:
+                return None
+            href = resolved[slot.href] if type(slot.href) is int else slot.href  # type: ignore[union-attr]
+            resolved.append(f" ({href})" if label not in (href, href.removeprefix("mailto:")) else "")
+        if not self._lines:
+            return ""
+        return _join(self._lines, resolved, "\n").strip() + "\n"
+
+
+def _join(recipe: Recipe, resolved: list[str], separator: str = "") -> str:
+    return separator.join([resolved[part] if type(part) is int else part for part in recipe])  # type: ignore[misc]
+
+
+class _Compiler(_TextExtractor):
+    """_TextExtractor over placeholders, noting the slots and checks of a _CompiledText (see above)."""
+
+    def __init__(self, values: int) -> None:
+        super().__init__()
+        self.values = values
+        self.slots: list[_LineSlot | _LinkSlot] = []
+        self.href_slots: set[int] = set()
+        self.line_number = 0
+        self.link_starts: list[tuple[int, bool]] = []  # per open link: its line, and values before it there
+        self.broken = False
+
+    def _slot(self, slot: _LineSlot | _LinkSlot) -> str:
+        self.slots.append(slot)
+        number = self.values + len(self.slots) - 1
+        if number >= _SLOT_COUNT:
+            self.broken = True
+            return "x"
+        return chr(_SLOT_BASE + number)
+
+    def _end_line(self, *, blank: bool = False) -> None:
+        text = "".join(self.current)
+        count = len(self.lines)
+        super()._end_line(blank=blank)
+        self.line_number += 1
+        if len(self.lines) > count and _SLOT_CHARACTER.search(self.lines[-1]):
+            self.lines[-1] = self._slot(_LineSlot(_recipe(text), bool(self.pre_depth)))
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self.link_starts.append((self.line_number, bool(_SLOT_CHARACTER.search("".join(self.current)))))
+        super().handle_starttag(tag, attrs)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag != "a" or not self.links:
+            super().handle_endtag(tag)
+            return
+        line, values_before = self.link_starts.pop()
+        href, start = self.links[-1]
+        current = "".join(self.current)
+        dynamic_href = href is not None and _SLOT_CHARACTER.search(href) is not None
+        if line != self.line_number and (values_before or _SLOT_CHARACTER.search(current)):
+            self.broken = True  # the label's start is an offset into another line: not followed here
+        label_text = current[start:]
+        label = " ".join(label_text.split())
+        if dynamic_href:
+            if len(href) != 1:  # type: ignore[arg-type]
+                self.broken = True  # an attribute holding values is a single piece, so this cannot happen
+            self.href_slots.add(ord(href[0]) - _SLOT_BASE)  # type: ignore[index]
+        if label and (dynamic_href or _SLOT_CHARACTER.search(label)) and href and \
+                not href.startswith(_HIDDEN_HREF):
+            self.links.pop()
+            slot_href: str | int = ord(href) - _SLOT_BASE if dynamic_href else href
+            self.current.append(self._slot(_LinkSlot(_recipe(label_text), slot_href)))
+            return
+        super().handle_endtag(tag)
+
+
+def _compile(calls: list[tuple[str, str, Any, bool]], values: int) -> _CompiledText | None:
+    """The compiled form of a plan's calls over `values` pieces, or None when a call is beyond it."""
+    if values >= _SLOT_COUNT:
+        return None
+    out = _Compiler(values)
+    placeholders = [chr(_SLOT_BASE + i) for i in range(values)]
+    for handler, tag, payload, dynamic in calls:
+        if handler == "endtag":
+            out.handle_endtag(tag)
+            continue
+        if handler == "data":
+            static = () if dynamic else (payload,)
+        else:
+            static = tuple(value for _, value, *index in payload if not index or index[0] < 0)
+        # The template's own text may hold a placeholder character (an entity can spell one): not compiled.
+        if any(text is not None and _SLOT_CHARACTER.search(text) for text in static):
+            return None
+        if handler == "data":
+            out.handle_data(placeholders[payload] if dynamic else payload)
+        else:
+            attrs = [(name, placeholders[i] if i >= 0 else value) for name, value, i in payload] if dynamic \
+                else payload
+            (out.handle_starttag if handler == "starttag" else out.handle_startendtag)(tag, attrs)
+    out._end_line()  # as text() does
+    if out.broken:
+        return None
+    lines = tuple(ord(line) - _SLOT_BASE if _SLOT_CHARACTER.fullmatch(line) else line for line in out.lines)
+    return _CompiledText(out.slots, lines, sorted(out.href_slots))
 
 
 def plan_text(source: str, *, piece_ok: Callable[[str], bool]) -> TextPlan | None:

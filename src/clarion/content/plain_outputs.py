@@ -57,6 +57,10 @@ class PlainOutputs:
         env = template.env
         return cls(parts, autoescape=bool(env.autoescape), limit=env.output_stream_limit)
 
+    def names(self) -> frozenset[str]:
+        """The context names the template reads (each output's first path segment)."""
+        return frozenset(part[0][0] for part in self._parts if type(part) is not str)  # type: ignore[index]
+
     def render(self, context: Mapping[str, Any]) -> str | None:
         """The rendered text, or None when Liquid must render it (see the module)."""
         out: list[str] = []

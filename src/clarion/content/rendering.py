@@ -144,19 +144,55 @@ def clear_template_cache() -> None:
 def plain(value: Any, *, where: str = "context") -> Any:
     """A JSON-like copy of `value`. Ids and dates become strings; anything else that is not plain data is refused,
     so no Python object (and none of its attributes) ever reaches a template."""
-    if value is None or isinstance(value, (bool, int, float, str)):
+    try:
+        return _plain(value)
+    except _NotPlain as exc:
+        location = where + "".join(reversed(exc.path))
+        raise TypeError(f"{location}: {exc.kind} is not plain data and cannot be given to a template") from None
+
+
+class _NotPlain(Exception):
+    """Raised from deep inside a value; each level it passes adds its key, so the location costs nothing until
+    a value is refused."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.path: list[str] = []
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _plain(value: Any) -> Any:
+    if type(value) in _SCALARS:
         return value
     if isinstance(value, Markup):
         return str(value)
+    if isinstance(value, (bool, int, float, str)):
+        return value
     if isinstance(value, (uuid.UUID, Decimal)):
         return str(value)
     if isinstance(value, (datetime, date)):
         return value.isoformat()
     if isinstance(value, Mapping):
-        return {str(key): plain(item, where=f"{where}.{key}") for key, item in value.items()}
+        copy = {}
+        for key, item in value.items():
+            try:
+                copy[str(key)] = item if type(item) in _SCALARS else _plain(item)
+            except _NotPlain as exc:
+                exc.path.append(f".{key}")
+                raise
+        return copy
     if isinstance(value, (list, tuple)):
-        return [plain(item, where=f"{where}[{i}]") for i, item in enumerate(value)]
-    raise TypeError(f"{where}: {type(value).__name__} is not plain data and cannot be given to a template")
+        items = []
+        for i, item in enumerate(value):
+            try:
+                items.append(item if type(item) in _SCALARS else _plain(item))
+            except _NotPlain as exc:
+                exc.path.append(f"[{i}]")
+                raise
+        return items
+    raise _NotPlain(type(value).__name__)
 
 
 def _apply_default(context: dict[str, Any], path: str, value: Any) -> None:
@@ -181,12 +217,15 @@ def build_context(contact: Mapping[str, Any], *, campaign: Mapping[str, Any] | N
     has no value there."""
     contact_view: dict[str, Any] = {"id": plain(contact.get("id"))}
     for field in CONTACT_FIELDS:
-        contact_view[field] = plain(contact.get(field), where=f"contact.{field}")
-    contact_view["tags"] = plain(list(contact.get("tags") or []), where="contact.tags")
-    contact_view["attributes"] = plain(dict(contact.get("attributes") or {}), where="contact.attributes")
+        value = contact.get(field)
+        contact_view[field] = value if type(value) in _SCALARS else plain(value, where=f"contact.{field}")
+    tags, attributes = contact.get("tags") or [], contact.get("attributes") or {}
+    contact_view["tags"] = plain(tags if isinstance(tags, (list, tuple)) else list(tags), where="contact.tags")
+    contact_view["attributes"] = plain(attributes if isinstance(attributes, Mapping) else dict(attributes),
+                                       where="contact.attributes")
     context: dict[str, Any] = {
         "contact": contact_view,
-        "campaign": plain(dict(campaign or {}), where="campaign"),
+        "campaign": plain(campaign or {}, where="campaign"),
         "unsubscribe_url": str(unsubscribe_url),
         "view_in_browser_url": str(view_in_browser_url),
     }
@@ -229,6 +268,21 @@ def _render(source: str, context: Mapping[str, Any], *, kind: Kind, field: str,
         token = exc.token
         line = _line_of(source, token.start_index) if token is not None and token.start_index >= 0 else None
         raise RenderError(field, message, line, loc) from None
+
+
+def may_read(name: str, sources: Iterable[tuple[Kind, str | None]]) -> bool:
+    """Whether any of the templates could read context name `name`: False only when each is plain outputs (see
+    plain_outputs) and none names it, since anything else (tags, filters, a bracketed lookup) could."""
+    for kind, source in sources:
+        if not source:
+            continue
+        try:
+            shortcut = _plain_outputs(compile_template(source, kind=kind))
+        except TemplateSyntaxError:
+            return True
+        if shortcut is None or name in shortcut.names():
+            return True
+    return False
 
 
 def render_text(source: str, context: Mapping[str, Any], *, field: str = "body_text") -> str:

@@ -64,6 +64,8 @@ class Content:
     icon_url: str | None = None
     # The tenant's Telegram bot username when the template uses `telegram_start_url` (set by the caller).
     telegram_bot: str | None = None
+    # False when no part of the template can read view_in_browser_url: its signed URL is then not made.
+    view_in_browser: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +144,10 @@ def content_of(campaign: CampaignLike, template: Any | None) -> Content:
                 header_html=template.header_html,
                 footer_html=template.footer_html,
             )
-            return Content(channel="email", variables=variables, email=parts)
+            reads_view = rendering.may_read("view_in_browser_url", [
+                ("text", parts.subject), ("html", parts.body_html), ("text", parts.body_text),
+                ("html", parts.header_html), ("html", parts.footer_html)])
+            return Content(channel="email", variables=variables, email=parts, view_in_browser=reads_view)
         if campaign.channel == "whatsapp":
             return Content(
                 channel="whatsapp",
@@ -213,7 +218,7 @@ def render_one(
         campaign={"id": str(campaign.id), "name": campaign.name},
         variables=content.variables,
         unsubscribe_url=unsubscribe_url,
-        view_in_browser_url=links.view_in_browser(recipient_id),
+        view_in_browser_url=links.view_in_browser(recipient_id) if content.view_in_browser else "",
     )
     if content.telegram_bot:
         contact_id = contact.get("id")

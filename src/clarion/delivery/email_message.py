@@ -91,9 +91,12 @@ def _check_header_value(name: str, value: str) -> str:
     return value
 
 
+_NOT_IN_URI = re.compile(r"[ <>,\t]")
+
+
 def _uri(value: str, what: str, schemes: tuple[str, ...]) -> str:
     _check_header_value(what, value)
-    if not value.isascii() or any(c in value for c in " <>,\t"):
+    if not value.isascii() or _NOT_IN_URI.search(value):
         raise ValueError(f"{what} must be an ASCII URI without spaces, commas or angle brackets")
     if not value.lower().startswith(schemes):
         raise ValueError(f"{what} must start with {' or '.join(schemes)}")
@@ -290,13 +293,17 @@ _HIGH_BYTES = bytes(range(128, 256))
 
 def _body(text: str) -> tuple[str, str]:
     """(Content-Transfer-Encoding, encoded body ending with CRLF) of a UTF-8 text part in canonical form."""
-    canonical = _LINE_BREAK.sub("\r\n", text) if ("\r" in text or "\n" in text) else text
+    # Without a CR, the only line breaks are LFs: one C-level replace instead of the regular expression.
+    canonical = _LINE_BREAK.sub("\r\n", text) if "\r" in text else text.replace("\n", "\r\n")
     if not canonical.endswith("\r\n"):
         canonical += "\r\n"
-    if _NOT_7BIT.search(canonical) is None and max(map(len, canonical.split("\r\n"))) <= MAX_LINE:
-        return "7bit", canonical
-    data = canonical.encode("utf-8", "surrogatepass")
-    high = len(data) - len(data.translate(None, _HIGH_BYTES))
+    if canonical.isascii():  # kept by the str itself: no scan
+        if max(map(len, canonical.split("\r\n"))) <= MAX_LINE and _NOT_7BIT.search(canonical) is None:
+            return "7bit", canonical
+        data, high = canonical.encode("ascii"), 0
+    else:
+        data = canonical.encode("utf-8", "surrogatepass")
+        high = len(data) - len(data.translate(None, _HIGH_BYTES))
     if len(data) + 2 * high <= len(data) * 4 // 3:
         # b2a_qp keeps CRLF as line breaks, encodes '=', controls, trailing blanks and a lone leading '.',
         # and breaks lines over 76 characters with a soft '=' break.

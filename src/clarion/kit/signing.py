@@ -47,11 +47,19 @@ def _base36(value: int) -> str:
             return out
 
 
+@lru_cache(maxsize=4096)
+def _encode_int(item: int) -> str:
+    # Cached: a message's tokens (open, clicks, unsubscribe) all name its recipient.
+    return ("n" if item >= 0 else "m") + _base36(abs(item))
+
+
 def _encode(item: Item) -> str:
+    if type(item) is int:
+        return _encode_int(item)
     if isinstance(item, bool):  # bool is an int; True would come back as 1
         raise TypeError("token payload items are int, str or UUID, not bool")
     if isinstance(item, int):
-        return ("n" if item >= 0 else "m") + _base36(abs(item))
+        return _encode_int(int(item))
     if isinstance(item, uuid.UUID):
         return "u" + _b64(item.bytes)
     if isinstance(item, str):
@@ -106,7 +114,7 @@ class Signer:
     def sign(self, purpose: str, payload: tuple[Item, ...]) -> str:
         if not payload:
             raise ValueError("a token needs at least one payload item")
-        body = ".".join(_encode(item) for item in payload)
+        body = _encode(payload[0]) if len(payload) == 1 else ".".join([_encode(item) for item in payload])
         return f"{body}.{self._mac(purpose, body)}"
 
     def verify(self, purpose: str, token: str) -> tuple[Item, ...] | None:
