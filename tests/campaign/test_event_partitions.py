@@ -30,7 +30,7 @@ from tests.campaign.helpers import CAMPAIGNS
 from tests.conftest import TenantHandle, make_tenant
 from tests.worker.conftest import reset_queue
 
-only_postgres = pytest.mark.parametrize("backend", ["postgres"], scope="session")
+only_postgres = pytest.mark.parametrize("backend", ["postgres"], indirect=True, scope="session")
 
 
 async def new_campaign(db: Database, tenant_id: uuid.UUID) -> uuid.UUID:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -72,6 +72,26 @@ def recipient_id_in(session: AsyncSession, ids: Sequence[int]) -> ColumnElement[
     return R.id.in_(ids)
 
 
+def _recipient_id_in_param(dialect_name: str, name: str) -> ColumnElement[bool]:
+    """recipient_id_in for a statement built once: the ids are the parameter `name`."""
+    if dialect_name == "postgresql":
+        return R.id == any_(bindparam(name, type_=postgresql.ARRAY(BigInteger())))
+    return R.id.in_(bindparam(name, expanding=True))
+
+
+_BUILT: dict[tuple[str, Hashable], Any] = {}
+
+
+def _built(session: AsyncSession, key: Hashable, build: Callable[[str], Any]) -> Any:
+    """The statement `build(dialect name)` makes, built once per database kind and key. Building one (with its
+    cache key) costs SQLAlchemy 0.2–0.4 ms; record_outcomes runs five for every chunk of 100 sends."""
+    name = dialect(session)
+    stmt = _BUILT.get((name, key))
+    if stmt is None:
+        stmt = _BUILT[(name, key)] = build(name)
+    return stmt
+
+
 @dataclass(frozen=True)
 class HeldRow:
     """A recipient still `sending` under the caller's lease, as record_outcomes needs it."""
@@ -93,17 +113,26 @@ async def held_by(session: AsyncSession, ids: list[int], lease_owner: str) -> li
     locked until the transaction ends."""
     if not ids:
         return []
-    stmt = _locked(session, select(R.id, R.tenant_id, R.campaign_id, R.contact_id, R.retry_count,
-                                   R.scheduled_send_date, Campaign.status, Campaign.max_attempts)
-                   .join(Campaign, Campaign.id == R.campaign_id)
-                   .where(recipient_id_in(session, ids), R.status == "sending", R.lease_owner == lease_owner))
-    return [HeldRow(*row) for row in (await session.execute(stmt)).all()]
+
+    def build(name: str) -> Any:
+        stmt = (select(R.id, R.tenant_id, R.campaign_id, R.contact_id, R.retry_count, R.scheduled_send_date,
+                       Campaign.status, Campaign.max_attempts)
+                .join(Campaign, Campaign.id == R.campaign_id)
+                .where(_recipient_id_in_param(name, "ids"), R.status == "sending",
+                       R.lease_owner == bindparam("owner")))
+        return stmt.with_for_update(of=R) if name == "postgresql" else stmt
+
+    stmt = _built(session, "held_by", build)
+    return [HeldRow(*row) for row in (await session.execute(stmt, {"ids": ids, "owner": lease_owner})).all()]
 
 
 async def _update_each(session: AsyncSession, rows: list[dict[str, Any]], columns: dict[str, Any],
-                       assign: Callable[[Mapping[str, Any]], dict[str, Any]]) -> None:
+                       assign: Callable[[Mapping[str, Any]], dict[str, Any]], *, key: Hashable,
+                       params: Mapping[str, Any] | None = None) -> None:
     """UPDATE campaign_recipients row by row: each of `rows` has "rid" (the id) and the `columns` keys (name →
-    column type), and `assign` maps those columns, as SQL expressions, to the values to set.
+    column type), and `assign` maps those columns, as SQL expressions, to the values to set; it may also use
+    bindparam()s named in `params`, the values every row shares. `key` names the statement `assign` makes (built
+    once: the same key must always give the same SQL).
 
     On PostgreSQL that is one statement whatever the number of rows: UPDATE … FROM unnest(one array per column),
     since an executemany would run one UPDATE per row on the server. On SQLite, where a statement runs
@@ -111,25 +140,37 @@ async def _update_each(session: AsyncSession, rows: list[dict[str, Any]], column
     if not rows:
         return
     table = R.__table__
+    shared = dict(params or {})
+
+    def build(name: str) -> Any:
+        if name == "postgresql":
+            arrays = [bindparam("rid", type_=postgresql.ARRAY(BigInteger()))]
+            arrays += [bindparam(column, type_=postgresql.ARRAY(type_)) for column, type_ in columns.items()]
+            given = func.unnest(*arrays).table_valued("rid", *columns).render_derived(name="given")
+            return update(table).where(table.c.id == given.c.rid).values(**assign(given.c))
+        return update(table).where(table.c.id == bindparam("rid")).values(
+            **assign({column: bindparam(column) for column in columns}))
+
+    stmt = _built(session, ("update_each", key), build)
     if dialect(session) == "postgresql":
-        arrays = [bindparam("rid", [row["rid"] for row in rows], type_=postgresql.ARRAY(BigInteger()))]
-        arrays += [bindparam(name, [row[name] for row in rows], type_=postgresql.ARRAY(type_))
-                   for name, type_ in columns.items()]
-        given = func.unnest(*arrays).table_valued("rid", *columns).render_derived(name="given")
-        stmt = update(table).where(table.c.id == given.c.rid).values(**assign(given.c))
-        await session.execute(stmt, execution_options=NO_SYNC)
+        arrays = {"rid": [row["rid"] for row in rows], **{column: [row[column] for row in rows]
+                                                         for column in columns}}
+        await session.execute(stmt, {**arrays, **shared}, execution_options=NO_SYNC)
         return
-    stmt = update(table).where(table.c.id == bindparam("rid")).values(
-        **assign({name: bindparam(name) for name in columns}))
-    await session.execute(stmt, rows)
+    await session.execute(stmt, [{**row, **shared} for row in rows] if shared else rows)
+
+
+def _now() -> Any:
+    return bindparam("now", type_=UTCDateTime())
 
 
 async def mark_sent(session: AsyncSession, rows: list[dict[str, Any]], *, now: datetime) -> None:
     """rows: {"rid", "pmid", "ccid"} (ccid: the account it went through). Caller checked the lease (held_by) in
     this transaction."""
     await _update_each(session, rows, {"pmid": String(), "ccid": Uuid()}, lambda given: {
-        "status": "sent", "sent_at": now, "provider_message_id": given["pmid"], "failure_reason": None,
-        "lease_owner": None, "lease_expires_at": None, "updated_at": now, "channel_config_id": given["ccid"]})
+        "status": "sent", "sent_at": _now(), "provider_message_id": given["pmid"], "failure_reason": None,
+        "lease_owner": None, "lease_expires_at": None, "updated_at": _now(), "channel_config_id": given["ccid"]},
+        key="sent", params={"now": now})
 
 
 async def mark_retry(session: AsyncSession, rows: list[dict[str, Any]], *, now: datetime,
@@ -138,16 +179,16 @@ async def mark_retry(session: AsyncSession, rows: list[dict[str, Any]], *, now: 
     `sent` (a provider gave up on the message after accepting it), so sent_at is cleared too."""
     await _update_each(session, rows, {"reason": Text(), "retry_at": UTCDateTime()}, lambda given: {
         "status": "pending", "retry_count": R.__table__.c.retry_count + 1, "failure_reason": given["reason"],
-        "send_after": given["retry_at"], "lease_owner": None, "lease_expires_at": None, "updated_at": now,
-        **({"sent_at": None} if unsend else {})})
+        "send_after": given["retry_at"], "lease_owner": None, "lease_expires_at": None, "updated_at": _now(),
+        **({"sent_at": None} if unsend else {})}, key=("retry", unsend), params={"now": now})
 
 
 async def mark_finished(session: AsyncSession, rows: list[dict[str, Any]], *, status: str, now: datetime) -> None:
     """rows: {"rid", "reason"}: a final status without a send (failed, cancelled)."""
     await _update_each(session, rows, {"reason": Text()}, lambda given: {
         "status": status, "retry_count": R.__table__.c.retry_count + 1, "failure_reason": given["reason"],
-        "failed_at": now if status == "failed" else None, "lease_owner": None, "lease_expires_at": None,
-        "updated_at": now})
+        "failed_at": _now() if status == "failed" else None, "lease_owner": None, "lease_expires_at": None,
+        "updated_at": _now()}, key=("finished", status), params={"now": now})
 
 
 async def add_counters(session: AsyncSession, campaign_id: uuid.UUID, **deltas: int) -> None:
@@ -164,12 +205,18 @@ async def record_streak(session: AsyncSession, campaign_id: uuid.UUID, *, reset:
     """Update the run of consecutive failures (reset first when a send succeeded) and, in the same statement,
     `counter = counter + delta` for each of `deltas`. Returns (the new run when it reached max_send_errors, else
     -1; spent; budget) as the statement left them, so the budget check that follows needs no read of its own."""
-    base = 0 if reset else Campaign.consecutive_failures
-    counters = {name: getattr(Campaign, name) + delta for name, delta in deltas.items() if delta}
-    stmt = (update(Campaign).where(Campaign.id == campaign_id)
-            .values(consecutive_failures=base + failures, **counters)
-            .returning(Campaign.consecutive_failures, Campaign.max_send_errors, Campaign.spent, Campaign.budget))
-    run, limit, spent, budget = (await session.execute(stmt, execution_options=NO_SYNC)).one()
+    names = tuple(sorted(deltas))
+
+    def build(_: str) -> Any:
+        base = 0 if reset else Campaign.consecutive_failures
+        counters = {name: getattr(Campaign, name) + bindparam(f"d_{name}", type_=BigInteger()) for name in names}
+        return (update(Campaign).where(Campaign.id == bindparam("cid"))
+                .values(consecutive_failures=base + bindparam("failures", type_=BigInteger()), **counters)
+                .returning(Campaign.consecutive_failures, Campaign.max_send_errors, Campaign.spent, Campaign.budget))
+
+    stmt = _built(session, ("streak", reset, names), build)
+    params = {"cid": campaign_id, "failures": failures, **{f"d_{name}": deltas[name] for name in names}}
+    run, limit, spent, budget = (await session.execute(stmt, params, execution_options=NO_SYNC)).one()
     return (int(run) if int(run) >= int(limit) else -1), int(spent), budget
 
 
@@ -177,12 +224,19 @@ async def count_schedule_progress(session: AsyncSession, campaign_id: uuid.UUID,
                                   sent: int, handled: int) -> None:
     """A day's schedule row: `sent` more sent, `handled` fewer remaining (sent, failed or skipped)."""
     sch = CampaignSendSchedule
-    remaining = func.max(sch.messages_remaining - handled, 0) if dialect(session) == "sqlite" \
-        else func.greatest(sch.messages_remaining - handled, 0)
-    stmt = (update(sch).where(sch.campaign_id == campaign_id, sch.send_date == send_date, sch.batch_number == 1)
-            .values(messages_sent=sch.messages_sent + sent, messages_remaining=remaining,
-                    status=case((sch.messages_remaining - handled <= 0, "completed"), else_="processing")))
-    await session.execute(stmt, execution_options=NO_SYNC)
+
+    def build(name: str) -> Any:
+        left = sch.messages_remaining - bindparam("handled", type_=BigInteger())
+        remaining = func.max(left, 0) if name == "sqlite" else func.greatest(left, 0)
+        return (update(sch).where(sch.campaign_id == bindparam("cid"), sch.send_date == bindparam("day"),
+                                  sch.batch_number == 1)
+                .values(messages_sent=sch.messages_sent + bindparam("sent", type_=BigInteger()),
+                        messages_remaining=remaining,
+                        status=case((left <= 0, "completed"), else_="processing")))
+
+    stmt = _built(session, "schedule_progress", build)
+    await session.execute(stmt, {"cid": campaign_id, "day": send_date, "sent": sent, "handled": handled},
+                          execution_options=NO_SYNC)
 
 
 # --- events -------------------------------------------------------------------------------------------------
@@ -228,10 +282,24 @@ async def _executemany_events(session: AsyncSession, rows: list[dict[str, Any]])
     at = CampaignEvent.__table__.c.occurred_at.type._cached_bind_processor(conn.dialect)  # type: ignore[union-attr]
     raw = (await conn.get_raw_connection()).driver_connection
     dumps = json.dumps
+    # A batch's events share their tenant, campaign and time: each converted once.
+    tenants, campaigns, times = _Converted(lambda v: v.hex), _Converted(lambda v: v.hex), _Converted(at)
     await raw.executemany(_INSERT_EVENTS_SQLITE, [
-        (row["tenant_id"].hex, row["campaign_id"].hex, row["recipient_id"],
-         None if row["contact_id"] is None else row["contact_id"].hex, row["type"], at(row["occurred_at"]),
+        (tenants[row["tenant_id"]], campaigns[row["campaign_id"]], row["recipient_id"],
+         None if row["contact_id"] is None else row["contact_id"].hex, row["type"], times[row["occurred_at"]],
          dumps(row["metadata"]), row["provider_message_id"]) for row in rows])
+
+
+class _Converted(dict[Any, Any]):
+    """convert(value), computed once per distinct value."""
+
+    def __init__(self, convert: Callable[[Any], Any]) -> None:
+        super().__init__()
+        self.convert = convert
+
+    def __missing__(self, value: Any) -> Any:
+        converted = self[value] = self.convert(value)
+        return converted
 
 
 async def _copy_events(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
@@ -287,7 +355,8 @@ async def update_recipients(session: AsyncSession, rows: list[dict[str, Any]], *
     columns = {f"v_{name}": R.__table__.c[name].type for name in names}
     await _update_each(session, [{"rid": row["id"], **{f"v_{name}": row[name] for name in names}}
                                  for row in rows], columns,
-                       lambda given: {"updated_at": now, **{name: given[f"v_{name}"] for name in names}})
+                       lambda given: {"updated_at": _now(), **{name: given[f"v_{name}"] for name in names}},
+                       key=("events", tuple(names)), params={"now": now})
 
 
 _REF_COLUMNS = (R.id, R.tenant_id, R.campaign_id, R.contact_id, Campaign.channel, R.status, R.sent_at, R.email,
