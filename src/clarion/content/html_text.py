@@ -336,7 +336,9 @@ class _Compiler(_TextExtractor):
         if dynamic_href:
             if len(href) != 1:  # type: ignore[arg-type]
                 self.broken = True  # an attribute holding values is a single piece, so this cannot happen
-            self.href_slots.add(ord(href[0]) - _SLOT_BASE)  # type: ignore[index]
+                super().handle_endtag(tag)
+                return
+            self.href_slots.add(ord(href) - _SLOT_BASE)  # type: ignore[arg-type]
         if label and (dynamic_href or _SLOT_CHARACTER.search(label)) and href and \
                 not href.startswith(_HIDDEN_HREF):
             self.links.pop()
