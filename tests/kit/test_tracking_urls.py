@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from clarion.kit import tracking_urls as t
 
 SECRET = "install-secret-" + "s" * 40
@@ -64,3 +67,12 @@ def test_the_open_pixel_goes_before_the_last_body_close_or_at_the_end() -> None:
     assert with_body.startswith("<html><body><p>Hi</p><img src=\"" + pixel_url)
     assert with_body.endswith('/></BODY></html>') and 'width="1" height="1"' in with_body
     assert t.add_open_pixel("<p>fragment</p>", pixel_url).startswith("<p>fragment</p><img ")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(["</body>", "</BODY >", "</Body\n\t>", "</bodyx>", "</body", "<body>", ">", "p",
+                                 " ", "\u0130", "\u00e9", "</b"]), max_size=12).map("".join))
+def test_the_last_body_close_is_the_last_match_of_the_pattern(html: str) -> None:
+    # Searched from the end on ASCII HTML; the same answer as scanning it all.
+    closes = list(t._BODY_CLOSE.finditer(html))
+    assert t._last_body_close(html) == (closes[-1].start() if closes else -1)

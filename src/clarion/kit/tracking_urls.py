@@ -46,7 +46,11 @@ def open_url(base_url: str, secret: str, recipient_id: int) -> str:
 
 
 def click_url(base_url: str, secret: str, recipient_id: int, link_id: int) -> str:
-    return f"{base_url.rstrip('/')}{_PATHS[CLICK]}{_token(secret, CLICK, (recipient_id, link_id))}"
+    return f"{_click_prefix(base_url)}{_token(secret, CLICK, (recipient_id, link_id))}"
+
+
+def _click_prefix(base_url: str) -> str:
+    return f"{base_url.rstrip('/')}{_PATHS[CLICK]}"
 
 
 def unsubscribe_url(base_url: str, secret: str, recipient_id: int) -> str:
@@ -123,6 +127,9 @@ def extract_links(html: str, *, skip: Iterable[str] = ()) -> list[str]:
 def rewrite_links(html: str, link_ids: Mapping[str, int], *, base_url: str, secret: str,
                   recipient_id: int) -> str:
     """Point every trackable link whose URL is in `link_ids` at its click-tracking URL; nothing else changes."""
+    # A token is URL-safe text ([A-Za-z0-9._-]): only the install's base URL could need HTML escaping.
+    prefix = html_lib.escape(_click_prefix(base_url), quote=True)
+    signer = signer_for(secret)
 
     def replace(match: re.Match[str]) -> str:
         inside = match.group(1)
@@ -132,9 +139,8 @@ def rewrite_links(html: str, link_ids: Mapping[str, int], *, base_url: str, secr
         if found is None or found[0] not in link_ids:
             return match.group(0)
         url, start, end = found
-        tracked = click_url(base_url, secret, recipient_id, link_ids[url])
-        new_inside = f'{inside[:start]}href="{html_lib.escape(tracked, quote=True)}"{inside[end:]}'
-        return f"<a{new_inside}>"
+        token = signer.sign(CLICK, (recipient_id, link_ids[url]))
+        return f'<a{inside[:start]}href="{prefix}{token}"{inside[end:]}>'
 
     return _COMMENT_OR_ANCHOR.sub(replace, html)
 
@@ -147,8 +153,17 @@ def open_pixel_tag(url: str) -> str:
 def add_open_pixel(html: str, url: str) -> str:
     """The document with a 1×1 tracking image just before its last `</body>`, or at the end if it has none."""
     tag = open_pixel_tag(url)
-    closes = list(_BODY_CLOSE.finditer(html))
-    if not closes:
-        return html + tag
-    at = closes[-1].start()
-    return html[:at] + tag + html[at:]
+    at = _last_body_close(html)
+    return html + tag if at == -1 else html[:at] + tag + html[at:]
+
+
+def _last_body_close(html: str) -> int:
+    """Where the last `</body>` starts, or -1. ASCII HTML (as css_inline writes it) is searched from its end."""
+    if not html.isascii():  # lower() could change lengths, and with them positions
+        closes = list(_BODY_CLOSE.finditer(html))
+        return closes[-1].start() if closes else -1
+    lower = html.lower()
+    at = lower.rfind("</body")
+    while at != -1 and not _BODY_CLOSE.match(html, at):
+        at = lower.rfind("</body", 0, at)
+    return at
