@@ -282,9 +282,9 @@ async def _executemany_events(session: AsyncSession, rows: list[dict[str, Any]])
     raw = (await conn.get_raw_connection()).driver_connection
     dumps = json.dumps
     # A batch's events share their tenant, campaign and time: each converted once.
-    tenants, campaigns, times = _Converted(lambda v: v.hex), _Converted(lambda v: v.hex), _Converted(at)
+    ids, times = _Converted(lambda value: value.hex), _Converted(at)
     await raw.executemany(_INSERT_EVENTS_SQLITE, [
-        (tenants[row["tenant_id"]], campaigns[row["campaign_id"]], row["recipient_id"],
+        (ids[row["tenant_id"]], ids[row["campaign_id"]], row["recipient_id"],
          None if row["contact_id"] is None else row["contact_id"].hex, row["type"], times[row["occurred_at"]],
          dumps(row["metadata"]), row["provider_message_id"]) for row in rows])
 
