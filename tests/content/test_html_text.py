@@ -82,6 +82,7 @@ def _rendered_text(source: str, v1: str, v2: str) -> tuple[str, str] | None:
 @example(source='<a href="{{ v1 }}">go<p>{{ v2 }}</a>', v1="https://x.test", v2="go")
 @example(source='<p>x</p><a href="https://x.test">go<p>more</a>{{ v1 }}', v1="", v2="")
 @example(source='<pre>{{ v1 }}\n  <a href="{{ v2 }}"> </a></pre><p>{{ v2 }}</p>', v1="  a  b ", v2="")
+@example(source='<a href=\'>Hello <img alt="{{ v1 | safe }}" src="x.png"/>Hello ', v1="'", v2="")
 def test_the_planned_text_is_html_to_text_of_the_rendered_html(source: str, v1: str, v2: str) -> None:
     texts = _rendered_text(source, v1, v2)
     if texts is not None:

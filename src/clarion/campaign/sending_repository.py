@@ -59,8 +59,9 @@ def skip_locked(session: AsyncSession, stmt: Select[Any]) -> Select[Any]:
     return stmt
 
 
-def _locked(session: AsyncSession, stmt: Select[Any]) -> Select[Any]:
-    return stmt.with_for_update(of=R) if dialect(session) == "postgresql" else stmt
+def _locked(dialect_name: str, stmt: Select[Any]) -> Select[Any]:
+    """Lock the chosen recipient rows until the transaction ends; on SQLite the write lock does that."""
+    return stmt.with_for_update(of=R) if dialect_name == "postgresql" else stmt
 
 
 def recipient_id_in(session: AsyncSession, ids: Sequence[int]) -> ColumnElement[bool]:
@@ -119,7 +120,7 @@ async def held_by(session: AsyncSession, ids: list[int], lease_owner: str) -> li
                 .join(Campaign, Campaign.id == R.campaign_id)
                 .where(_recipient_id_in(name, "ids"), R.status == "sending",
                        R.lease_owner == bindparam("owner")))
-        return stmt.with_for_update(of=R) if name == "postgresql" else stmt
+        return _locked(name, stmt)
 
     stmt = _built(session, "held_by", build)
     return [HeldRow(*row) for row in (await session.execute(stmt, {"ids": ids, "owner": lease_owner})).all()]
@@ -341,7 +342,7 @@ async def lock_recipients(session: AsyncSession, ids: set[int]) -> list[dict[str
     ordered = sorted(ids)
     found: list[dict[str, Any]] = []
     for chunk in in_chunks(ordered, _CHUNK):
-        stmt = _locked(session, select(*_EVENT_STATE).where(recipient_id_in(session, chunk)).order_by(R.id))
+        stmt = _locked(dialect(session), select(*_EVENT_STATE).where(recipient_id_in(session, chunk)).order_by(R.id))
         found.extend(dict(row._mapping) for row in (await session.execute(stmt)).all())
     return found
 

@@ -46,7 +46,7 @@ class _TextExtractor(HTMLParser):
     # A line is a list of fragments; whitespace inside it is collapsed when the line ends.
     def _end_line(self, *, blank: bool = False) -> None:
         text = "".join(self.current)
-        line = text if self.pre_depth else " ".join(text.split())
+        line = text if self.pre_depth else _collapsed(text)
         self.current = []
         if line:
             if self.pending_blank and self.lines and self.lines[-1] != "":
@@ -87,12 +87,9 @@ class _TextExtractor(HTMLParser):
             self.skip_depth = max(0, self.skip_depth - 1)
         elif tag == "a" and self.links:
             href, start = self.links.pop()
-            label = " ".join("".join(self.current)[start:].split())
+            label = _collapsed("".join(self.current)[start:])
             if href and not href.startswith(_HIDDEN_HREF):
-                if not label:
-                    self.current.append(href)
-                elif label not in (href, href.removeprefix("mailto:")):
-                    self.current.append(f" ({href})")
+                self.current.append(_shown_url(label, href) if label else href)
         elif tag in _BLOCK_TAGS:
             if tag == "pre":
                 self.pre_depth = max(0, self.pre_depth - 1)
@@ -107,6 +104,16 @@ class _TextExtractor(HTMLParser):
     def text(self) -> str:
         self._end_line()
         return "\n".join(self.lines).strip() + "\n" if self.lines else ""
+
+
+def _collapsed(text: str) -> str:
+    """Runs of whitespace as one space, none at the ends: how a line (outside <pre>) and a link label read."""
+    return " ".join(text.split())
+
+
+def _shown_url(label: str, href: str) -> str:
+    """What follows a link's label: its URL in brackets, unless the label already says it."""
+    return "" if label in (href, href.removeprefix("mailto:")) else f" ({href})"
 
 
 def html_to_text(html: str) -> str:
@@ -127,6 +134,8 @@ _ATTRIBUTE = getattr(html_parser, "attrfind_tolerant", None)
 # Template syntax a plan cannot follow: tags and comments (they may add, drop or repeat markup) and whitespace
 # control (it may reach across the pieces' edges).
 _UNSUPPORTED = re.compile(r"\{%|\{#|\{\{-|-\}\}")
+# Text the parser gave back unparsed because it starts what could have been markup ("<a href='…" left open).
+_UNFINISHED_MARKUP = re.compile(r"<[A-Za-z/!?]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,16 +278,16 @@ class _CompiledText:
         for slot in self._slots:
             if type(slot) is _LineSlot:
                 text = _join(slot.recipe, resolved)
-                line = text if slot.pre else " ".join(text.split())
+                line = text if slot.pre else _collapsed(text)
                 if not line:
                     return None
                 resolved.append(line)
                 continue
-            label = " ".join(_join(slot.label, resolved).split())  # type: ignore[union-attr]
+            label = _collapsed(_join(slot.label, resolved))  # type: ignore[union-attr]
             if not label:
                 return None
             href = resolved[slot.href] if type(slot.href) is int else slot.href  # type: ignore[union-attr]
-            resolved.append(f" ({href})" if label not in (href, href.removeprefix("mailto:")) else "")
+            resolved.append(_shown_url(label, href))
         if not self._lines:
             return ""
         return _join(self._lines, resolved, "\n").strip() + "\n"
@@ -332,7 +341,7 @@ class _Compiler(_TextExtractor):
         if line != self.line_number and (values_before or _SLOT_CHARACTER.search(current)):
             self.broken = True  # the label's start is an offset into another line: not followed here
         label_text = current[start:]
-        label = " ".join(label_text.split())
+        label = _collapsed(label_text)
         if dynamic_href:
             if len(href) != 1:  # type: ignore[arg-type]
                 self.broken = True  # an attribute holding values is a single piece, so this cannot happen
@@ -482,6 +491,10 @@ class _Recorder(HTMLParser):
                 expected = raw if in_cdata else unescape(raw)
                 if payload != expected:
                     return None  # the parser consumed this text some other way: do not second-guess it
+                if _UNFINISHED_MARKUP.match(raw) and not in_cdata:
+                    # A tag or declaration the parser could not finish, passed on as text at the end: a value
+                    # rendered inside it (a quote, a ">") could finish it, and the message would parse otherwise.
+                    return None
                 if OUTPUT_OPEN in raw:
                     if raw.startswith("<") or not piece_ok(raw):
                         return None  # text the parser passes on raw (a broken tag), or an output cut in two
